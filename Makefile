@@ -1,0 +1,16 @@
+# The two set-up commands of the README; each creates .venv and installs what it needs.
+#   make demo   run the main job on the embedded synthetic default
+#   make test   run the test suite (what CI runs)
+.PHONY: demo test lint bench
+
+demo:
+	./scripts/demo
+
+test:
+	./scripts/test
+
+lint:
+	MRG_EXTRAS=dev ./scripts/venv.sh && .venv/bin/ruff check mrg tests benchmarks
+
+bench:
+	./scripts/venv.sh && for b in benchmarks/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

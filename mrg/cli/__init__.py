@@ -1,0 +1,55 @@
+"""The ``mrg`` command line: a thin layer of typer commands over the library.
+
+Each command parses its options, loads its config, calls one library function and prints a rich
+summary. ``main()`` is the single place where errors become messages: an ``MrgError`` or a usage
+error prints one red line and exits with 1 (``MRG_DEBUG=1`` re-raises with the full traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from mrg.cli.app import app
+from mrg.console import print_error
+from mrg.errors import MrgError
+
+try:  # typer >= 0.26 vendors click; older releases use the click package
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+
+# Importing a command module registers its commands on `app`.
+from mrg.cli import config_cmd  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def _debug() -> bool:
+    return os.environ.get("MRG_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mrg`` console script; exits the process with the command's status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="mrg", standalone_mode=False)
+    except MrgError as err:
+        if _debug():
+            raise
+        print_error(str(err))
+        sys.exit(1)
+    except NoArgsIsHelpError:
+        sys.exit(0)  # a group called without a subcommand; typer has already printed its help
+    except UsageError as err:
+        if _debug():
+            raise
+        command = err.ctx.command_path if err.ctx is not None else "mrg"
+        print_error(f"{err.format_message()} (see '{command} --help')")
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        print_error("interrupted; finished outputs are kept, unfinished ones were not written")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

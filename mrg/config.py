@@ -1,0 +1,585 @@
+"""The typed configuration tree of a run: data, model, train, generate and eval sections.
+
+One tree, declared once as dataclasses. A run's configuration is built from three layers, each
+checked against the tree: the dataclass defaults, a YAML preset shipped in ``mrg/configs/`` (or a
+YAML file given by path), and dotted ``key=value`` overrides from the command line::
+
+    cfg = load_config("tiny", ["train.lr=3e-4", "model.promptbook.mode=prompt-wise"])
+
+Unknown keys fail with a "did you mean" suggestion; values of the wrong type fail with the key, the
+value and the expected type. Every problem found is reported in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from mrg.errors import ConfigError
+from mrg.files import write_text_atomic
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+C = TypeVar("C")
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the prepared dataset lives and how studies become model inputs."""
+
+    root: str = "data/synthetic"
+    """Folder written by ``mrg prepare`` (holds ``studies.jsonl`` and ``prepare.json``)."""
+    normalize: Literal["auto", "r2gen-iu", "r2gen-mimic", "none"] = "auto"
+    """Report cleaning for training targets and metric references; ``auto`` follows the dataset's prepare.json."""
+    image_size: int = 224
+    """Side length, in pixels, of the square image the encoder sees."""
+    max_views: int = 2
+    """Images per study fed to the encoder (IU X-ray studies have two views; MIMIC-CXR entries one)."""
+    augment: bool = False
+    """Light training-time augmentation (random resized crop and small rotation); off in R2GenGPT."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    """The visual encoder: any Hugging Face vision backbone, by hub id or local path."""
+
+    name_or_path: str = "microsoft/swin-base-patch4-window7-224"
+    """Hub id or local folder of the vision backbone (Swin, ViT, CLIP/SigLIP vision, DINOv2, ConvNeXt, ResNet)."""
+    trainable: Literal["frozen", "lora", "full"] = "full"
+    """How the encoder trains: frozen (R2GenGPT shallow), lora (delta) or full (deep)."""
+    features: Literal["patch", "pooled"] = "patch"
+    """Patch tokens (B, M, C) or the pooled vector as a single token."""
+    views: Literal["mean", "concat"] = "mean"
+    """How several views of one study combine: averaged token-wise (R2GenGPT) or concatenated."""
+    lora_rank: int = 16
+    """LoRA rank when ``trainable: lora``."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator when ``trainable: lora``."""
+    lora_dropout: float = 0.1
+    """LoRA dropout when ``trainable: lora``."""
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    """Module names that get LoRA adapters when ``trainable: lora``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectorConfig:
+    """Maps visual features (C) into the LLM's embedding space (D)."""
+
+    kind: Literal["linear", "mlp"] = "linear"
+    """Linear (R2GenGPT) or a 2-layer MLP with GELU."""
+    layer_norm: bool = True
+    """LayerNorm over the projected tokens (R2GenGPT)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptbookConfig:
+    """Instance-specific prompts (MRG-LLM): learnable prompts customised per image by affine transforms."""
+
+    mode: Literal["none", "static", "prompt-wise", "promptbook-wise"] = "promptbook-wise"
+    """none: no prompt tokens (R2GenGPT); static: one shared prompt; prompt-wise / promptbook-wise: customised."""
+    num_tokens: int = 8
+    """L, the number of prompt tokens."""
+    book_size: int = 8
+    """N, the number of prompts in the book (promptbook-wise only)."""
+    pooling: Literal["mean", "max", "first"] = "mean"
+    """How the visual tokens are pooled into the conditioning vector g."""
+    position: Literal["before-image", "after-image", "after-instruction"] = "after-image"
+    """Where the customised prompt sits in the input sequence."""
+    hidden_size: int = 512
+    """Width of the small network that maps g to the affine parameters and mixing weights."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMConfig:
+    """The frozen causal language model."""
+
+    name_or_path: str = "meta-llama/Llama-2-7b-chat-hf"
+    """Hub id or local folder of any ``AutoModelForCausalLM`` with its tokenizer."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
+    """Weights dtype of the frozen LLM."""
+    gradient_checkpointing: bool = False
+    """Recompute the LLM's activations in the backward pass (less memory, about 30% slower)."""
+    instruction: str = "Generate a comprehensive and detailed diagnosis report for this chest xray image."
+    """The instruction that follows the image and prompt tokens (R2GenGPT's wording by default)."""
+    chat_template: Literal["auto", "r2gengpt"] = "auto"
+    """auto: the tokenizer's chat template when it has one, else R2GenGPT's ``Human: ... \\nAssistant:``."""
+    lora_rank: int = 16
+    """LoRA rank on the LLM in stage 2."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator on the LLM in stage 2."""
+    lora_dropout: float = 0.05
+    """LoRA dropout on the LLM in stage 2."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """LLM modules that get LoRA adapters in stage 2."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The report model: encoder -> projector -> promptbook -> frozen LLM."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    promptbook: PromptbookConfig = field(default_factory=PromptbookConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    max_report_tokens: int = 60
+    """Report length limit in LLM tokens during training (EOS is always kept)."""
+    stage: Literal[1, 2] = 1
+    """1: align with the LLM frozen; 2: start from a stage-1 run and add LoRA adapters to the LLM."""
+    init_from: str | None = None
+    """Stage 2: the stage-1 run directory or checkpoint whose trainable weights start this run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation, schedule, validation and checkpoint cadence."""
+
+    seed: int = 42
+    """Seed for weights, data order and dropout."""
+    epochs: int = 15
+    """Passes over the training split (ignored when ``max_steps`` is set)."""
+    max_steps: int | None = None
+    """Optimizer steps to run; overrides ``epochs`` when set."""
+    micro_batch_size: int = 8
+    """Studies per forward pass on one process."""
+    grad_accum_steps: int = 1
+    """Forward passes per optimizer step; effective batch = micro_batch_size x grad_accum_steps x processes."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    min_lr: float = 1e-6
+    """Learning rate at the end of the cosine decay."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases, norms and prompt tokens)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps before the cosine decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (0 disables clipping)."""
+    precision: Literal["no", "bf16", "fp16"] = "bf16"
+    """Mixed precision under accelerate."""
+    log_every: int = 10
+    """Optimizer steps between log lines."""
+    val_every: int = 0
+    """Optimizer steps between validations; 0 validates at the end of each epoch, -1 never."""
+    val_subset: int | None = None
+    """Validate on a fixed, seeded subset of this many validation studies (None: the whole split)."""
+    save_every: int = 0
+    """Optimizer steps between checkpoints; 0 saves at each validation and at the end."""
+    keep_last: int = 2
+    """Step checkpoints to keep besides ``best``."""
+    select: dict[str, float] = field(default_factory=lambda: {"bleu_4": 0.5, "cider": 0.5})
+    """Weights of the validation score that chooses the best checkpoint (R2GenGPT: 0.5 BLEU-4 + 0.5 CIDEr)."""
+    trackers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    """Where step metrics go besides the terminal: csv (metrics.csv) and/or tensorboard."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    """Decoding settings (R2GenGPT's IU X-ray defaults)."""
+
+    strategy: Literal["beam", "greedy", "sample"] = "beam"
+    """Beam search (default), greedy decoding or sampling."""
+    num_beams: int = 3
+    """Beams for beam search."""
+    repetition_penalty: float = 2.0
+    """Penalty on repeated tokens (1.0 disables)."""
+    length_penalty: float = 2.0
+    """Beam-search length penalty exponent."""
+    min_new_tokens: int = 40
+    """Minimum generated tokens (IU X-ray 40, MIMIC-CXR 80)."""
+    max_new_tokens: int = 100
+    """Maximum generated tokens (IU X-ray 100, MIMIC-CXR 120)."""
+    temperature: float = 1.0
+    """Sampling temperature (sampling only)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (sampling only)."""
+    batch_size: int = 12
+    """Studies per generation batch on one process."""
+    seed: int = 0
+    """Seed for sampling."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """How generated reports are scored."""
+
+    protocol: Literal["r2gen", "coco", "raw"] = "r2gen"
+    """r2gen: R2Gen cleaning on both sides, no PTB tokenizer; coco: PTB tokenizer; raw: text as given."""
+    ref_max_tokens: int | None = None
+    """Legacy habit: truncate references to this many words after cleaning (R2Gen: 60 IU / 100 MIMIC)."""
+    meteor: bool = True
+    """Compute METEOR (needs Java)."""
+    clinical: bool = True
+    """Compute clinical efficacy with the in-project CheXpert-style labeler."""
+    bootstrap: int = 0
+    """Bootstrap resamples for 95% confidence intervals (0: none)."""
+    seed: int = 0
+    """Seed for the bootstrap."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a training run needs; saved as ``config.yaml`` in every run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    if close:
+        return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return " Valid keys: " + ", ".join(options) + "."
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
+    """Convert ``value`` to type ``tp``; strings from the command line are parsed, YAML values checked."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (from_string and isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, from_string)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        for option in args:
+            if value == option:
+                return option
+            if from_string and isinstance(value, str) and str(option) == value:
+                return option
+        raise _Mismatch
+    if origin in (list, tuple):
+        if from_string and isinstance(value, str):
+            text = value.strip()
+            value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        inner = args[0] if args else Any
+        items = [_coerce(v.strip() if isinstance(v, str) else v, inner, from_string) for v in value]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if from_string and isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise _Mismatch
+        key_tp, val_tp = args if args else (Any, Any)
+        return {_coerce(k, key_tp, from_string): _coerce(v, val_tp, from_string) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_string and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, int):
+            return value
+        if from_string and isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string, so accept numeric strings everywhere
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _Mismatch
+    raise _Mismatch
+
+
+def _build(cls: type[C], data: Any, prefix: str, problems: list[str], from_string: bool = False) -> C:
+    """Build dataclass ``cls`` from a mapping, recording every problem under its dotted key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"'{prefix or 'config'}' must be a mapping of keys to values, got {type(data).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            problems.append(f"unknown config key '{dotted}'." + _suggest(str(key), list(fields)))
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, dotted, problems, from_string)
+            continue
+        try:
+            kwargs[key] = _coerce(value, tp, from_string)
+        except _Mismatch:
+            problems.append(f"'{dotted}' must be {_type_name(tp)}, got {value!r}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: str, cls: type, problems: list[str]) -> None:
+    """Place an override string at ``dotted`` in a nested dict, checking each key against the dataclasses."""
+    parts = dotted.split(".")
+    node = tree
+    current: Any = cls
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(current)]
+        if part not in names:
+            where = ".".join(parts[:depth]) or "the config"
+            problems.append(f"unknown config key '{dotted}' ('{part}' is not a key of {where})." + _suggest(part, names))
+            return
+        tp = typing.get_type_hints(current)[part]
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                problems.append(f"'{dotted}' is a section; set one of its keys, e.g. '{dotted}.{dataclasses.fields(tp)[0].name}=...'")
+                return
+            node[part] = _Override(value)
+            return
+        if not dataclasses.is_dataclass(tp):
+            problems.append(f"'{'.'.join(parts[: depth + 1])}' is not a section, so '{dotted}' does not exist")
+            return
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            problems.append(f"'{'.'.join(parts[: depth + 1])}' must be a mapping")
+            return
+        current = tp
+
+
+class _Override(str):
+    """A command-line value (a string to parse by the field's type)."""
+
+
+def _build_mixed(cls: type[C], data: Any, prefix: str, problems: list[str]) -> C:
+    """Like ``_build`` but parses only the values that came from the command line."""
+    if not isinstance(data, dict):
+        return _build(cls, data, prefix, problems)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    yaml_part: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in names and dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build_mixed(hints[key], value, f"{prefix}.{key}" if prefix else key, problems)
+        elif isinstance(value, _Override) and key in names:
+            dotted = f"{prefix}.{key}" if prefix else key
+            try:
+                kwargs[key] = _coerce(str(value), hints[key], from_string=True)
+            except _Mismatch:
+                problems.append(f"'{dotted}' must be {_type_name(hints[key])}, got {str(value)!r}")
+        else:
+            yaml_part[key] = value
+    base = _build(cls, yaml_part, prefix, problems)
+    return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped in ``mrg/configs``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}; fix the syntax or start from 'mrg config show tiny'") from None
+    if data is None:
+        raise ConfigError(f"{path} is empty; a config file needs at least one section (data, model, train, ...)")
+    return data
+
+
+def resolve_config_source(source: str) -> Path:
+    """The YAML file behind ``source``: a preset name from ``mrg/configs`` or a path to a YAML file."""
+    candidate = Path(source)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"--config {source}: file not found; give a preset ({', '.join(list_presets())}) or a YAML path")
+        return candidate
+    preset = PRESET_DIR / f"{source}.yaml"
+    if preset.is_file():
+        return preset
+    presets = list_presets()
+    close = difflib.get_close_matches(source, presets, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(
+        f"--config {source}: unknown preset.{hint} Presets: {', '.join(presets) or 'none'}; or give a path to a YAML file"
+    )
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """Split ``key=value`` strings, rejecting anything else with a message that shows the expected form."""
+    pairs: list[tuple[str, str]] = []
+    for item in overrides or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.lr=3e-4)")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:
+    """Build a config dataclass from a mapping (YAML-typed values) plus ``key=value`` override strings."""
+    problems: list[str] = []
+    tree: dict[str, Any] = dict(data or {})
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value, cls, problems)
+    cfg = _build_mixed(cls, tree, "", problems)
+    if not problems:
+        problems.extend(validate(cfg))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
+
+
+def load_config(source: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run configuration from a preset name or YAML path plus dotted overrides.
+
+    Args:
+        source: preset name (see ``list_presets()``) or path to a YAML file; None starts from the defaults.
+        overrides: ``section.key=value`` strings applied after the file.
+
+    Raises:
+        ConfigError: unknown preset, file or key (with suggestions), wrong value types, inconsistent values.
+    """
+    data = _read_yaml(resolve_config_source(source)) if source else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level of a config file must be a mapping of sections")
+    return build_config(RunConfig, data, overrides)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict of a config dataclass (for YAML/JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any) -> str:
+    """YAML text of a config, keys in declaration order."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML atomically."""
+    write_text_atomic(path, dump_config(cfg))
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Rebuild a config dataclass from a dict saved by ``config_to_dict`` (e.g. from a checkpoint)."""
+    return build_config(cls, data)
+
+
+def diff_configs(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two configs of the same class: (key, a_value, b_value)."""
+    out: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(va) and dataclasses.is_dataclass(vb):
+            out.extend(diff_configs(va, vb, key))
+        elif va != vb:
+            out.append((key, va, vb))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Any) -> list[str]:
+    """Cross-field checks; returns every problem found (empty when the config is consistent)."""
+    problems: list[str] = []
+    if isinstance(cfg, RunConfig):
+        t, m, g = cfg.train, cfg.model, cfg.generate
+        positive = {
+            "train.micro_batch_size": t.micro_batch_size,
+            "train.grad_accum_steps": t.grad_accum_steps,
+            "train.epochs": t.epochs,
+            "data.image_size": cfg.data.image_size,
+            "data.max_views": cfg.data.max_views,
+            "model.max_report_tokens": m.max_report_tokens,
+            "generate.num_beams": g.num_beams,
+            "generate.max_new_tokens": g.max_new_tokens,
+            "generate.batch_size": g.batch_size,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                problems.append(f"'{key}' must be at least 1, got {value}")
+        if t.max_steps is not None and t.max_steps < 1:
+            problems.append(f"'train.max_steps' must be at least 1 or null, got {t.max_steps}")
+        if t.lr <= 0:
+            problems.append(f"'train.lr' must be positive, got {t.lr}")
+        if t.min_lr > t.lr:
+            problems.append(f"'train.min_lr' ({t.min_lr}) must not exceed 'train.lr' ({t.lr})")
+        if g.min_new_tokens > g.max_new_tokens:
+            problems.append(
+                f"'generate.min_new_tokens' ({g.min_new_tokens}) must not exceed 'generate.max_new_tokens' ({g.max_new_tokens})"
+            )
+        if m.promptbook.mode != "none" and m.promptbook.num_tokens < 1:
+            problems.append(f"'model.promptbook.num_tokens' must be at least 1 with mode {m.promptbook.mode}")
+        if m.promptbook.mode == "promptbook-wise" and m.promptbook.book_size < 2:
+            problems.append("'model.promptbook.book_size' must be at least 2 for promptbook-wise prompts")
+        if m.stage == 2 and not m.init_from:
+            problems.append("'model.stage' is 2 but 'model.init_from' is not set; point it at a stage-1 run directory")
+        if not t.select:
+            problems.append("'train.select' needs at least one metric weight, e.g. {bleu_4: 0.5, cider: 0.5}")
+        unknown_trackers = sorted(set(t.trackers) - {"csv", "tensorboard"})
+        if unknown_trackers:
+            problems.append(f"'train.trackers' accepts csv and tensorboard, got {', '.join(unknown_trackers)}")
+    return problems

@@ -1,0 +1,55 @@
+"""The top-level CLI: help, version and the single error handler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mrg
+
+
+def test_version(run_cli) -> None:
+    result = run_cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mrg {mrg.__version__}"
+
+
+def test_help_lists_commands(run_cli) -> None:
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    assert "Radiology report generation" in result.stdout
+    assert "config" in result.stdout
+
+
+def test_unknown_command_is_one_line_exit_1(run_cli) -> None:
+    result = run_cli("no-such-command")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: No such command 'no-such-command'. (see 'mrg --help')"]
+
+
+def test_mrg_error_is_one_red_line(run_cli) -> None:
+    result = run_cli("config", "show", "train.lrr=1")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("error: unknown config key 'train.lrr'")
+    assert "Traceback" not in result.output
+
+
+def test_debug_env_shows_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrg", "config", "show", "train.lrr=1"],
+        capture_output=True,
+        text=True,
+        env={"MRG_DEBUG": "1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_config_show_resolves(run_cli) -> None:
+    result = run_cli("config", "show", "train.lr=0.003")
+    assert result.exit_code == 0
+    assert "lr: 0.003" in result.stdout

@@ -7,7 +7,9 @@ error prints one red line and exits with 1 (``MRG_DEBUG=1`` re-raises with the f
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 
 import typer
@@ -21,10 +23,23 @@ try:  # typer >= 0.26 vendors click; older releases use the click package
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
 
-# Importing a command module registers its commands on `app`.
-from mrg.cli import config_cmd  # noqa: E402,F401  isort: skip
-
 __all__ = ["app", "main"]
+
+# Importing a command module registers its commands on `app`; the help lists them in this order,
+# then any other module in this package alphabetically.
+_COMMAND_ORDER = ("prepare", "train", "generate", "evaluate", "label", "report", "train_lm", "demo", "config_cmd")
+_NOT_COMMANDS = {"app", "options"}
+
+
+def _register_commands() -> None:
+    present = {info.name for info in pkgutil.iter_modules(__path__)} - _NOT_COMMANDS
+    ordered = [name for name in _COMMAND_ORDER if name in present]
+    ordered += sorted(present - set(ordered))
+    for name in ordered:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+_register_commands()
 
 
 def _debug() -> bool:

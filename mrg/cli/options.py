@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,6 +14,6 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="A preset name (see 'mrg config list') or a path to a YAML config file."),
 ]
 OverridesArg = Annotated[
-    Optional[list[str]],  # noqa: UP007  typer needs typing.Optional here
+    list[str] | None,  # noqa: UP007  typer needs typing.Optional here
     typer.Argument(help="Dotted overrides, e.g. train.lr=3e-4 model.promptbook.mode=prompt-wise.", show_default=False),
 ]

@@ -1,0 +1,67 @@
+"""Data flows one way: a module never imports a later stage (checked on the source, imports in functions too).
+
+Stages, in order: foundation (errors, files, console, config, provenance) -> data -> model ->
+trainer/checkpoint -> generate -> metrics -> evaluate/report/lm -> cli/demo.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mrg
+
+PACKAGE_DIR = Path(mrg.__file__).parent
+
+LAYERS: list[tuple[str, ...]] = [
+    ("mrg", "mrg.errors", "mrg.files", "mrg.console", "mrg.config", "mrg.provenance"),
+    ("mrg.data",),
+    ("mrg.model",),
+    ("mrg.trainer", "mrg.checkpoint"),
+    ("mrg.generate",),
+    ("mrg.metrics",),
+    ("mrg.evaluate", "mrg.report", "mrg.lm"),
+    ("mrg.cli", "mrg.demo", "mrg.__main__"),
+]
+
+
+def layer_of(module: str) -> int:
+    best, best_len = None, -1
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    assert best is not None, f"module {module} is not assigned to a layer in tests/test_layers.py"
+    return best
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == "mrg" or name.startswith("mrg.")}
+
+
+def test_no_upward_imports() -> None:
+    problems = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        importer = module_name(path)
+        mine = layer_of(importer)
+        for imported in imported_modules(path):
+            # `from mrg.data import text` lists `mrg.data.text`; `from mrg import x` lists `mrg.x`
+            target = imported if any(imported.startswith(p) for layer in LAYERS for p in layer[1:]) else "mrg"
+            if layer_of(target) > mine:
+                problems.append(f"{importer} imports {imported} (a later stage)")
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,183 @@
+"""Quality of mrg's CheXpert-style labeler against the MeSH major terms of the real IU X-ray reports.
+
+The Open-i archive (``../shared/data/openi/NLMCXR_reports.tgz``, 3,955 XML reports) carries MeSH terms
+that NLM indexers assigned by reading each report. For the CheXpert observations that MeSH names, a
+report counts as positive when one of its *major* MeSH terms maps to the observation (table
+``MESH_MAP`` below; the head of a term is the part before the first "/", e.g. ``Cardiomegaly/mild``).
+The labeler reads FINDINGS + IMPRESSION, and its POSITIVE labels (1.0) are compared with the MeSH
+positives: precision, recall and F1 per observation. A second column counts "positive or uncertain"
+(1.0 or -1.0) as a hit, since MeSH indexes hedged findings ("possible infiltrate") too.
+
+Reports without text or indexed "No Indexing" are left out. To guard against tuning the rules to this
+data, the table is printed for the whole set and for its two halves, odd and even report numbers.
+The IU texts stay in ../shared (CC BY-NC-ND 4.0); nothing is copied into the repository.
+
+Run:  python benchmarks/labeler_agreement.py [--tgz PATH] [--errors OBSERVATION] [--json OUT]
+Exits 0 with a message when the archive is absent (a user's clone has no ../shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, explain, label_reports  # noqa: E402
+
+DEFAULT_TGZ = REPO_ROOT.parent / "shared" / "data" / "openi" / "NLMCXR_reports.tgz"
+
+# observation -> (MeSH heads that make it positive, qualifiers that must NOT appear, e.g. pleura for scars)
+MESH_MAP: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "No Finding": (frozenset({"normal"}), frozenset()),
+    "Cardiomegaly": (frozenset({"cardiomegaly"}), frozenset()),
+    "Lung Lesion": (frozenset({"nodule", "mass"}), frozenset({"breast"})),
+    "Lung Opacity": (frozenset({"opacity", "airspace disease", "infiltrate", "cicatrix"}), frozenset({"pleura"})),
+    "Edema": (frozenset({"pulmonary edema", "edema"}), frozenset()),
+    "Consolidation": (frozenset({"consolidation"}), frozenset()),
+    "Pneumonia": (frozenset({"pneumonia"}), frozenset()),
+    "Atelectasis": (frozenset({"pulmonary atelectasis"}), frozenset()),
+    "Pneumothorax": (frozenset({"pneumothorax", "hydropneumothorax", "hemopneumothorax"}), frozenset()),
+    "Pleural Effusion": (frozenset({"pleural effusion"}), frozenset()),
+    "Fracture": (frozenset({"fractures, bone"}), frozenset()),
+    "Support Devices": (
+        frozenset({"catheters, indwelling", "implanted medical device", "tube, inserted", "medical device", "stents"}),
+        frozenset(),
+    ),
+}
+TARGETS = {"Cardiomegaly": 0.90, "Pleural Effusion": 0.90, "Pneumothorax": 0.90, "No Finding": 0.90}
+
+
+def load_iu_reports(tgz: Path) -> list[dict]:
+    """(uid number, text, MeSH major terms) of every report with text and MeSH indexing."""
+    rows = []
+    with tarfile.open(tgz, "r:gz") as archive:
+        for member in archive:
+            if not (member.isfile() and member.name.endswith(".xml")):
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            root = ET.fromstring(handle.read())
+            sections = {node.get("Label", "").upper(): (node.text or "").strip() for node in root.iter("AbstractText")}
+            text = " ".join(part for part in (sections.get("FINDINGS", ""), sections.get("IMPRESSION", "")) if part)
+            majors = [(node.text or "").strip() for node in root.iter("major")]
+            uid_node = root.find("uId")
+            uid = uid_node.get("id", "") if uid_node is not None else ""
+            if not text or not majors or any(term.lower() == "no indexing" for term in majors):
+                continue
+            rows.append({"uid": int("".join(ch for ch in uid if ch.isdigit()) or 0), "text": text, "mesh": majors})
+    rows.sort(key=lambda row: row["uid"])
+    return rows
+
+
+def mesh_positive(terms: list[str], observation: str) -> bool:
+    heads, excluded = MESH_MAP[observation]
+    for term in terms:
+        parts = [part.strip().lower() for part in term.split("/")]
+        if parts[0] in heads and not excluded.intersection(parts[1:]):
+            return True
+    return False
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def agreement(rows: list[dict], labels: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    table = {}
+    for observation in MESH_MAP:
+        counts = {"tp": 0, "fp": 0, "fn": 0, "tp_u": 0, "fp_u": 0, "fn_u": 0}
+        for row, label in zip(rows, labels, strict=True):
+            gold = mesh_positive(row["mesh"], observation)
+            value = label.get(observation)
+            pos, pos_or_unc = value == 1.0, value in (1.0, -1.0)
+            counts["tp"] += gold and pos
+            counts["fp"] += (not gold) and pos
+            counts["fn"] += gold and not pos
+            counts["tp_u"] += gold and pos_or_unc
+            counts["fp_u"] += (not gold) and pos_or_unc
+            counts["fn_u"] += gold and not pos_or_unc
+        p, r, f = prf(counts["tp"], counts["fp"], counts["fn"])
+        _, _, f_u = prf(counts["tp_u"], counts["fp_u"], counts["fn_u"])
+        table[observation] = {"support": counts["tp"] + counts["fn"], "precision": p, "recall": r, "f1": f, "f1_pos_or_unc": f_u}
+    return table
+
+
+def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}")
+    print(f"{'observation':<18} {'MeSH+':>6} {'P':>6} {'R':>6} {'F1':>6}  {'F1 (1 or -1)':>12}")
+    for observation, row in table.items():
+        target = TARGETS.get(observation)
+        flag = "" if target is None else ("  target met" if row["f1"] >= target else f"  BELOW {target:.2f}")
+        print(
+            f"{observation:<18} {row['support']:>6} {row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f}"
+            f"  {row['f1_pos_or_unc']:>12.3f}{flag}"
+        )
+
+
+def show_errors(rows: list[dict], labels: list[dict[str, float]], observation: str, limit: int) -> None:
+    """Print the disagreements for one observation (on the terminal only; for developing the rules)."""
+    shown = 0
+    for row, label in zip(rows, labels, strict=True):
+        gold = mesh_positive(row["mesh"], observation)
+        pos = label.get(observation) == 1.0
+        if gold == pos:
+            continue
+        kind = "FN" if gold else "FP"
+        print(f"--- {kind} CXR{row['uid']} MeSH={row['mesh']} label={label.get(observation)}")
+        print("   ", row["text"])
+        for mention in explain(row["text"]):
+            if mention.observation in (observation, "No Finding") or observation == "No Finding":
+                if mention.label != 0.0 or mention.observation == observation:
+                    print(f"      {mention.observation}: {mention.text!r} -> {mention.label} ({mention.rule}: {mention.cue!r})")
+        shown += 1
+        if shown >= limit:
+            break
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tgz", type=Path, default=DEFAULT_TGZ, help="NLMCXR_reports.tgz (Open-i IU X-ray reports)")
+    parser.add_argument("--errors", metavar="OBSERVATION", help="print the disagreements for one observation")
+    parser.add_argument("--limit", type=int, default=40, help="how many disagreements --errors prints")
+    parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
+    args = parser.parse_args()
+    if not args.tgz.exists():
+        print(f"skipped: {args.tgz} is absent (reference data lives in ../shared, not in the repository)")
+        return 0
+
+    rows = load_iu_reports(args.tgz)
+    started = time.perf_counter()
+    labels = label_reports([row["text"] for row in rows])
+    seconds = time.perf_counter() - started
+    print(f"{LABELER_NAME} {LABELER_VERSION} vs MeSH major terms of {len(rows)} IU X-ray reports "
+          f"(findings + impression; labelled in {seconds:.2f} s)")
+    print("P/R/F1 of POSITIVE labels (1.0) against MeSH presence; last column counts 1.0 or -1.0 as positive.")
+
+    if args.errors:
+        show_errors(rows, labels, args.errors, args.limit)
+        return 0
+    tables = {"all": agreement(rows, labels)}
+    halves = {"odd": [i for i, row in enumerate(rows) if row["uid"] % 2], "even": [i for i, row in enumerate(rows) if not row["uid"] % 2]}
+    for name, index in halves.items():
+        tables[name] = agreement([rows[i] for i in index], [labels[i] for i in index])
+    print_table(f"all {len(rows)} reports", tables["all"])
+    for name, index in halves.items():
+        print_table(f"{name} report numbers ({len(index)} reports)", tables[name])
+    if args.json:
+        args.json.write_text(json.dumps({"labeler": LABELER_NAME, "version": LABELER_VERSION, "reports": len(rows), "tables": tables}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

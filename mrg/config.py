@@ -99,6 +99,8 @@ class PromptbookConfig:
     """Where the customised prompt sits in the input sequence."""
     hidden_size: int = 512
     """Width of the small network that maps g to the affine parameters and mixing weights."""
+    init_scale: float = 1.0
+    """Prompt tokens start as N(0, (init_scale x std of the LLM's input embeddings)^2)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +111,8 @@ class LLMConfig:
     """Hub id or local folder of any ``AutoModelForCausalLM`` with its tokenizer."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
     """Weights dtype of the frozen LLM."""
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    """Attention kernel of the LLM (auto: transformers' default, usually sdpa)."""
     gradient_checkpointing: bool = False
     """Recompute the LLM's activations in the backward pass (less memory, about 30% slower)."""
     instruction: str = "Generate a comprehensive and detailed diagnosis report for this chest xray image."

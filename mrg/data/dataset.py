@@ -1,0 +1,268 @@
+"""Studies as model inputs: images -> normalised tensors, reports -> cleaned target text, and collation.
+
+An item is a dict ``{"id": str, "pixel_values": (V, C, H, W) float32, "report": str}``; V is the
+number of views of the study (at most ``max_views``; the first ones in the study's order are kept).
+``collate_studies`` pads a list of items to ``(B, Vmax, C, H, W)`` with a ``(B, Vmax)`` boolean
+``view_mask`` (True = a real view), so padded views can be left out of the encoder and the view
+average. Batches are plain dicts, which accelerate and DDP move between devices as they are.
+
+Images are read with ``mrg.data.images.load_image`` (PNG, JPEG, 16-bit PNG, DICOM -> 8-bit
+grayscale), resized to ``image_size`` x ``image_size`` (bicubic, no crop: what the Swin/ViT image
+processors of R2GenGPT do), scaled to [0, 1], replicated to the backbone's channel count and
+normalised with the backbone's image-processor mean/std (ImageNet's when it ships none). Report
+tokenisation happens in the model (``ReportModel.forward``), so the dataset stays model-agnostic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mrg.data.images import load_image
+from mrg.data.prepared import PreparedDataset, load_prepared_dataset
+from mrg.data.text import NORMALIZE_MODES, normalize_report
+from mrg.errors import DataError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How pixels are normalised for one vision backbone (from its ``preprocessor_config.json``)."""
+
+    image_mean: tuple[float, ...] = IMAGENET_MEAN
+    image_std: tuple[float, ...] = IMAGENET_STD
+    num_channels: int = 3
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``ReportDataset`` / ``ImageFileDataset``."""
+        return {"image_mean": self.image_mean, "image_std": self.image_std, "num_channels": self.num_channels}
+
+
+class ImageTransform:
+    """8-bit grayscale PIL image -> normalised (C, H, W) float tensor, with optional light augmentation."""
+
+    def __init__(
+        self,
+        image_size: int,
+        *,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        num_channels: int = 3,
+        augment: bool = False,
+    ) -> None:
+        if image_size < 1:
+            raise DataError(f"image_size must be at least 1, got {image_size}")
+        mean, std = list(image_mean), list(image_std)
+        if len(mean) == 1:
+            mean = mean * num_channels
+        if len(std) == 1:
+            std = std * num_channels
+        if len(mean) != num_channels or len(std) != num_channels:
+            raise DataError(
+                f"image mean/std have {len(mean)}/{len(std)} values but the backbone expects {num_channels} channels; "
+                "fix image_mean/image_std in the backbone's preprocessor_config.json"
+            )
+        self.image_size = image_size
+        self.num_channels = num_channels
+        self.augment = augment
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        if img.mode != "L":
+            img = img.convert("L")
+        if self.augment:
+            img = self._augment(img)
+        img = img.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        gray = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)  # (H, W) in [0, 1]
+        pixels = gray.unsqueeze(0).expand(self.num_channels, -1, -1)  # (C, H, W): grayscale replicated
+        return (pixels - self.mean) / self.std
+
+    @staticmethod
+    def _augment(img: Image.Image) -> Image.Image:
+        """Random crop of 85-100% of the area (aspect kept) and a rotation of at most 5 degrees.
+
+        The torch RNG drives it, so seeding (and the per-worker seeds of the DataLoader) makes it
+        reproducible.
+        """
+        width, height = img.size
+        scale = math.sqrt(0.85 + 0.15 * torch.rand(()).item())
+        crop_w, crop_h = max(1, round(width * scale)), max(1, round(height * scale))
+        left = int(torch.randint(0, width - crop_w + 1, ()).item())
+        top = int(torch.randint(0, height - crop_h + 1, ()).item())
+        img = img.crop((left, top, left + crop_w, top + crop_h))
+        angle = (torch.rand(()).item() * 2.0 - 1.0) * 5.0
+        return img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=0)
+
+
+class ReportDataset(Dataset):
+    """One split of a prepared dataset as ``{"id", "pixel_values", "report"}`` items.
+
+    Args:
+        prepared: the dataset from ``load_prepared_dataset``.
+        split: ``train``, ``val`` or ``test``.
+        image_size: side of the square image the encoder sees.
+        max_views: at most this many images per study (the first ones).
+        normalize: report cleaning mode (``r2gen-iu``, ``r2gen-mimic``, ``none``) or ``auto`` for
+            the mode recorded in the dataset's ``prepare.json``.
+        augment: light random crop/rotation (training only).
+        image_mean, image_std, num_channels: the backbone's pixel normalisation
+            (``ReportModel.image_settings.kwargs()``); ImageNet's by default.
+
+    Raises:
+        DataError: unknown split or normalize mode, an empty split, a study without images.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedDataset,
+        split: str,
+        *,
+        image_size: int,
+        max_views: int,
+        normalize: str,
+        augment: bool = False,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        num_channels: int = 3,
+    ) -> None:
+        if max_views < 1:
+            raise DataError(f"max_views must be at least 1, got {max_views}")
+        mode = prepared.normalize if normalize == "auto" else normalize
+        if mode not in NORMALIZE_MODES:
+            raise DataError(f"data.normalize {normalize!r} is not one of auto, {', '.join(NORMALIZE_MODES)}")
+        self.root = prepared.root
+        self.split = split
+        self.studies = prepared.split(split)
+        if not self.studies:
+            counts = ", ".join(f"{k}={v}" for k, v in prepared.info.get("counts", {}).items())
+            raise DataError(f"{prepared.root}: split {split!r} has no studies ({counts or 'no counts recorded'})")
+        for study in self.studies:
+            if not study.image_paths:
+                raise DataError(f"{prepared.root}: study {study.id} lists no images; re-run 'mrg prepare'")
+        self.max_views = max_views
+        self.normalize = mode
+        # the prepared dataset stores its own cleaning; recompute only when another mode is asked for
+        self._reuse_clean = mode == prepared.normalize
+        self.transform = ImageTransform(
+            image_size, image_mean=image_mean, image_std=image_std, num_channels=num_channels, augment=augment
+        )
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def report(self, index: int) -> str:
+        """The normalised target report of study ``index`` (no image loading)."""
+        study = self.studies[index]
+        if self._reuse_clean and study.report_clean:
+            return study.report_clean
+        return normalize_report(study.report, self.normalize)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        study = self.studies[index]
+        views = [self.transform(load_image(self.root / rel)) for rel in study.image_paths[: self.max_views]]
+        return {"id": study.id, "pixel_values": torch.stack(views), "report": self.report(index)}
+
+
+class ImageFileDataset(Dataset):
+    """Studies given as image files (``mrg generate --images``): ``{"id", "pixel_values"}`` items.
+
+    Args:
+        studies: one list of image paths per study (PNG, JPEG or DICOM).
+        ids: one id per study; default: the first image's file name without its suffix.
+        image_size, max_views, image_mean, image_std, num_channels: as for ``ReportDataset``.
+
+    Raises:
+        DataError: an empty study, ids of the wrong length, or (when an item is read) an unreadable image.
+    """
+
+    def __init__(
+        self,
+        studies: Sequence[Sequence[str | Path]],
+        *,
+        image_size: int,
+        max_views: int,
+        ids: Sequence[str] | None = None,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        num_channels: int = 3,
+    ) -> None:
+        self.studies = [[Path(p) for p in study] for study in studies]
+        for number, study in enumerate(self.studies, start=1):
+            if not study:
+                raise DataError(f"study {number} of the image list has no image files")
+        if ids is not None and len(ids) != len(self.studies):
+            raise DataError(f"got {len(ids)} ids for {len(self.studies)} studies; give one id per study")
+        self.ids = list(ids) if ids is not None else [study[0].stem for study in self.studies]
+        self.max_views = max_views
+        self.transform = ImageTransform(image_size, image_mean=image_mean, image_std=image_std, num_channels=num_channels)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        views = [self.transform(load_image(path)) for path in self.studies[index][: self.max_views]]
+        return {"id": self.ids[index], "pixel_values": torch.stack(views)}
+
+
+def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pad items to a batch.
+
+    Returns:
+        ``{"ids": list[str], "pixel_values": (B, Vmax, C, H, W), "view_mask": (B, Vmax) bool,
+        "reports": list[str]}``; ``reports`` only when every item has one (not for image files).
+    """
+    if not items:
+        raise DataError("cannot collate an empty batch")
+    num_views = [item["pixel_values"].shape[0] for item in items]
+    first = items[0]["pixel_values"]
+    pixel_values = first.new_zeros((len(items), max(num_views), *first.shape[1:]))  # (B, Vmax, C, H, W)
+    view_mask = torch.zeros(len(items), max(num_views), dtype=torch.bool)  # (B, Vmax)
+    for row, item in enumerate(items):
+        pixel_values[row, : num_views[row]] = item["pixel_values"]
+        view_mask[row, : num_views[row]] = True
+    batch: dict[str, Any] = {"ids": [item["id"] for item in items], "pixel_values": pixel_values, "view_mask": view_mask}
+    if all("report" in item for item in items):
+        batch["reports"] = [item["report"] for item in items]
+    return batch
+
+
+def dataset_from_config(
+    cfg: Any,
+    split: str,
+    *,
+    image_settings: ImageSettings | None = None,
+    prepared: PreparedDataset | None = None,
+    augment: bool | None = None,
+) -> ReportDataset:
+    """``ReportDataset`` for ``split`` from a ``RunConfig``'s data section.
+
+    Args:
+        cfg: the run configuration (``cfg.data`` is read).
+        split: ``train``, ``val`` or ``test``.
+        image_settings: the encoder's normalisation (``ReportModel.image_settings``); ImageNet's if None.
+        prepared: an already loaded dataset (else ``cfg.data.root`` is loaded).
+        augment: default: ``cfg.data.augment`` for the train split, off otherwise.
+    """
+    data = cfg.data
+    prepared = prepared if prepared is not None else load_prepared_dataset(data.root)
+    settings = image_settings or ImageSettings()
+    return ReportDataset(
+        prepared,
+        split,
+        image_size=data.image_size,
+        max_views=data.max_views,
+        normalize=data.normalize,
+        augment=(data.augment and split == "train") if augment is None else augment,
+        **settings.kwargs(),
+    )

@@ -1,0 +1,335 @@
+"""The report model: encoder -> projector -> promptbook -> frozen LLM, fused through ``inputs_embeds``.
+
+Training input of one study (the order of image and prompt follows ``model.promptbook.position``)::
+
+    [BOS] prefix-text  visual tokens (M)  customised prompt (L)  instruction-text  report  EOS  pad...
+    -100  -100 ...     -100 ...           -100 ...               -100 ...          ids     EOS  -100
+
+The loss is next-token cross-entropy on the report tokens and the EOS only. A report longer than
+``model.max_report_tokens`` is cut to ``max_report_tokens - 1`` tokens and still ends with EOS, so
+the model learns to stop (R2GenGPT truncates after appending ``</s>`` and loses it). Training
+sequences are right-padded: with causal attention, padding after the last real token cannot
+influence any real position, so no attention mask is passed and the fused causal kernels run.
+When views are concatenated and a study has fewer views than the batch, the missing visual tokens
+are squeezed out of the sequence (a stable sort on the token mask), so every sequence stays
+contiguous.
+
+Generation feeds the same layout without the report. Prefixes of equal length need no padding;
+unequal ones (concatenated views) are left-padded with an attention mask, from which
+transformers derives the position ids, so batched output equals one-at-a-time output.
+
+Reports are tokenized inside ``forward`` (a fast tokenizer on a handful of short strings costs
+microseconds), so the dataset and collate function need no tokenizer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrg.data.dataset import ImageSettings
+from mrg.errors import CheckpointError
+from mrg.model.encoder import VisualEncoder
+from mrg.model.llm import FrozenLLM
+from mrg.model.projector import Projector
+from mrg.model.promptbook import Promptbook
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ModelOutput:
+    """What ``ReportModel.forward`` returns."""
+
+    loss: torch.Tensor
+    """Mean cross-entropy over the batch's target tokens (report tokens and EOS)."""
+    num_target_tokens: int
+    """How many tokens the loss averages over (for token-weighted accumulation)."""
+
+
+class ReportModel(nn.Module):
+    """Encoder, projector, promptbook and frozen LLM, composed.
+
+    Build it with ``mrg.model.build.build_model(cfg)``, which also declares what trains.
+
+    Attributes:
+        tokenizer: the LLM's tokenizer.
+        image_settings: pixel normalisation for the dataset (``ImageSettings.kwargs()``).
+        max_report_tokens: report tokens per study in training, EOS included.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: VisualEncoder,
+        projector: Projector,
+        promptbook: Promptbook,
+        llm: FrozenLLM,
+        tokenizer: Any,
+        max_report_tokens: int,
+        image_settings: ImageSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.promptbook = promptbook
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.max_report_tokens = max_report_tokens
+        self.image_settings = image_settings or ImageSettings(num_channels=encoder.num_channels)
+        if projector.out_features != llm.hidden_size or promptbook.dim != llm.hidden_size:
+            raise ValueError(
+                f"projector produces {projector.out_features}-dim and promptbook {promptbook.dim}-dim tokens "
+                f"but the LLM's hidden size is {llm.hidden_size}"
+            )
+        eos = {tokenizer.eos_token_id}
+        extra = getattr(getattr(llm.model, "generation_config", None), "eos_token_id", None)
+        eos.update(extra if isinstance(extra, list) else [extra] if extra is not None else [])
+        self.eos_token_ids: list[int] = sorted(eos)
+        self.train(True)
+
+    # ------------------------------------------------------------------------------------ modes
+
+    def train(self, mode: bool = True) -> ReportModel:
+        """Set train/eval mode on the trainable parts; the frozen LLM stays in eval mode (no dropout)."""
+        super().train(mode)
+        self.llm.set_mode(mode)
+        return self
+
+    # ------------------------------------------------------------------------------------ pieces
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.text_ids.device
+
+    def visual_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch -> (B, M, D) visual tokens in the LLM space and their (B, M) mask (None: all real)."""
+        pixel_values = batch["pixel_values"]  # (B, V, C, H, W)
+        view_mask = batch.get("view_mask")
+        features, token_mask = self.encoder(pixel_values, view_mask)  # (B, M, C)
+        return self.projector(features), token_mask  # (B, M, D)
+
+    def tokenize_reports(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Reports -> (B, R) ids ending in EOS (right-padded), (B, R) bool mask, number of target tokens."""
+        limit = self.max_report_tokens - 1  # room for EOS, which is always kept
+        encoded = self.tokenizer(list(reports), add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+        rows = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = True
+        return ids, mask, sum(len(r) for r in rows)
+
+    def assemble(
+        self,
+        visual: torch.Tensor,
+        token_mask: torch.Tensor | None,
+        prompt: torch.Tensor,
+        report_ids: torch.Tensor | None = None,
+        report_mask: torch.Tensor | None = None,
+        *,
+        left_pad: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """Lay out the LLM input.
+
+        Args:
+            visual: (B, M, D) visual tokens; token_mask: (B, M) or None.
+            prompt: (B, L, D) customised prompt.
+            report_ids, report_mask: (B, R) report ids (EOS included) and their mask, for training.
+            left_pad: move padding to the front (generation) instead of the end.
+
+        Returns:
+            inputs_embeds (B, T, D) in the LLM's dtype, attention mask (B, T) bool, labels (B, T) or
+            None, and whether any padding had to be moved (the prefix lengths differ).
+        """
+        batch = visual.shape[0]
+        dtype = self.llm.dtype
+        text = iter(self.llm.text_embeddings())  # (1, T_i, D) each
+        parts: list[torch.Tensor] = []
+        masks: list[torch.Tensor | None] = []
+        for segment in self.llm.template.segments:
+            if segment.kind == "text":
+                piece = next(text)
+                parts.append(piece.expand(batch, -1, -1))  # (B, T_i, D)
+                masks.append(None)
+            elif segment.kind == "image":
+                parts.append(visual.to(dtype))  # (B, M, D)
+                masks.append(token_mask)
+            else:
+                if prompt.shape[1] != self.promptbook.num_tokens:
+                    raise ValueError(
+                        f"promptbook produced {prompt.shape[1]} prompt tokens but the model expects {self.promptbook.num_tokens}"
+                    )
+                parts.append(prompt.to(dtype))  # (B, L, D)
+                masks.append(None)
+        prefix_len = sum(p.shape[1] for p in parts)
+        labels = None
+        if report_ids is not None:
+            parts.append(self.llm.embed(report_ids))  # (B, R, D)
+            masks.append(report_mask)
+            labels = torch.cat(
+                [
+                    torch.full((batch, prefix_len), IGNORE_INDEX, dtype=torch.long, device=report_ids.device),
+                    report_ids.masked_fill(~report_mask, IGNORE_INDEX),  # (B, R)
+                ],
+                dim=1,
+            )
+        embeds = torch.cat(parts, dim=1)  # (B, T, D)
+        mask = torch.cat(
+            [m if m is not None else torch.ones(batch, p.shape[1], dtype=torch.bool, device=embeds.device) for p, m in zip(parts, masks, strict=True)],
+            dim=1,
+        )  # (B, T)
+        moved = token_mask is not None
+        if moved or (left_pad and report_ids is not None):
+            # stable sort: real tokens keep their order, padding goes to the end (or the front)
+            key = mask.long() if left_pad else (~mask).long()
+            order = torch.argsort(key, dim=1, stable=True)  # (B, T)
+            embeds = embeds.gather(1, order[:, :, None].expand(-1, -1, embeds.shape[-1]))
+            mask = mask.gather(1, order)
+            labels = labels.gather(1, order) if labels is not None else None
+        return embeds, mask, labels, moved
+
+    # ------------------------------------------------------------------------------------ training
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        """Loss on a batch from ``collate_studies`` (it needs ``reports``)."""
+        if "reports" not in batch:
+            raise ValueError("training batches need 'reports'; image-file batches are for generate()")
+        visual, token_mask = self.visual_tokens(batch)  # (B, M, D)
+        prompt = self.promptbook(visual, token_mask)  # (B, L, D)
+        report_ids, report_mask, num_targets = self.tokenize_reports(batch["reports"])
+        report_ids, report_mask = report_ids.to(visual.device), report_mask.to(visual.device)
+        embeds, _, labels, moved = self.assemble(visual, token_mask, prompt, report_ids, report_mask)
+        assert labels is not None
+        total = embeds.shape[1]
+        # logits are needed only where a report token is predicted: from the position before the
+        # first report token on; with moved padding the first report position varies, so keep all
+        keep = 0 if moved else report_ids.shape[1] + 1
+        logits = self.llm.logits(embeds, attention_mask=None, keep_last=keep)  # (B, K, V)
+        targets = labels[:, total - logits.shape[1] + 1 :]  # (B, K-1): the token after each kept position
+        loss = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return ModelOutput(loss=loss / max(num_targets, 1), num_target_tokens=num_targets)
+
+    # ------------------------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any], gen_cfg: Any) -> list[str]:
+        """Reports for a batch (``reports`` not needed), decoded and cut at EOS.
+
+        Args:
+            batch: ``{"pixel_values": (B, V, C, H, W), "view_mask": (B, V)}`` at least.
+            gen_cfg: a ``GenerateConfig`` (strategy beam / greedy / sample and its settings).
+        """
+        from transformers import GenerationConfig
+
+        visual, token_mask = self.visual_tokens(batch)
+        prompt = self.promptbook(visual, token_mask)
+        embeds, mask, _, _ = self.assemble(visual, token_mask, prompt, left_pad=True)
+        settings: dict[str, Any] = {
+            "max_new_tokens": gen_cfg.max_new_tokens,
+            "min_new_tokens": gen_cfg.min_new_tokens,
+            "repetition_penalty": gen_cfg.repetition_penalty,
+            "eos_token_id": self.eos_token_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "use_cache": True,
+        }
+        if gen_cfg.strategy == "beam":
+            settings.update(num_beams=gen_cfg.num_beams, length_penalty=gen_cfg.length_penalty, do_sample=False)
+        elif gen_cfg.strategy == "greedy":
+            settings.update(num_beams=1, do_sample=False)
+        else:
+            settings.update(num_beams=1, do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p)
+        config = GenerationConfig(**settings)
+        devices = [embeds.device] if embeds.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=gen_cfg.strategy == "sample"), warnings.catch_warnings():
+            if gen_cfg.strategy == "sample":
+                torch.manual_seed(gen_cfg.seed)
+            # R2GenGPT's behaviour, on purpose: the repetition penalty sees only generated tokens
+            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
+            out = self.llm.model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config)
+        return self.decode(out)
+
+    def decode(self, sequences: torch.Tensor) -> list[str]:
+        """(B, N) generated ids -> texts, each cut at its first EOS, special tokens removed."""
+        texts = []
+        stops = set(self.eos_token_ids)
+        for row in sequences.tolist():
+            cut = next((i for i, tok in enumerate(row) if tok in stops), len(row))
+            texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return texts
+
+    # ------------------------------------------------------------------------------------ weights
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of everything that trains, in module order."""
+        return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable weights only (never the frozen LLM), detached, keyed by parameter name."""
+        return {name: p.detach() for name, p in self.trainable_named_parameters()}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load weights saved by ``trainable_state_dict``.
+
+        Raises:
+            CheckpointError: with ``strict``, missing or unexpected keys (listed); always, a shape mismatch.
+        """
+        params = dict(self.trainable_named_parameters())
+        missing = sorted(set(params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(params))
+        if strict and (missing or unexpected):
+            raise CheckpointError(_key_problem(missing, unexpected))
+        for name in sorted(set(params) & set(state_dict)):
+            if tuple(state_dict[name].shape) != tuple(params[name].shape):
+                raise CheckpointError(
+                    f"checkpoint tensor {name} has shape {tuple(state_dict[name].shape)} but the model's is "
+                    f"{tuple(params[name].shape)}; the checkpoint was made with another model config"
+                )
+        with torch.no_grad():
+            for name in set(params) & set(state_dict):
+                params[name].copy_(state_dict[name].to(params[name].device, params[name].dtype))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """{"trainable": n, "frozen": n} parameter counts."""
+        counts = {"trainable": 0, "frozen": 0}
+        for p in self.parameters():
+            counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+        return counts
+
+    def no_decay_parameter_names(self) -> set[str]:
+        """Trainable parameters exempt from weight decay: biases, norm weights, prompt tokens."""
+        names = set()
+        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+        for module_name, module in self.named_modules():
+            for param_name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                full = f"{module_name}.{param_name}" if module_name else param_name
+                is_norm = isinstance(module, norm_types) or "norm" in type(module).__name__.lower()
+                if param_name == "bias" or is_norm or full in ("promptbook.prompt", "promptbook.book"):
+                    names.add(full)
+        return names
+
+
+def _key_problem(missing: list[str], unexpected: list[str]) -> str:
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} trainable tensor(s): {listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} tensor(s): {listing(unexpected)}")
+    return (
+        "checkpoint does not match the model (" + "; ".join(parts) + "); it was made with another model config "
+        "(encoder trainability, promptbook mode or stage)"
+    )

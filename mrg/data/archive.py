@@ -10,6 +10,9 @@ mistaken for a finished one and is redone by the next run.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import shutil
 import stat
@@ -17,6 +20,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -53,11 +57,33 @@ def archive_kind(archive: Path) -> str:
     if name.endswith(".zip"):
         raise ArchiveError(f"{archive}: truncated or corrupt zip archive (no central directory); delete it and download again")
     try:
-        with tarfile.open(archive, "r|*") as tar:
+        with _open_tar(archive) as (tar, _raw):
             tar.next()
         return "tar"
     except _CORRUPT as err:
         raise _corrupt(archive, err) from None
+
+
+@contextmanager
+def _open_tar(archive: Path) -> Iterator[tuple[tarfile.TarFile, IO[bytes]]]:
+    """A streaming TarFile over the decompressed bytes, and that decompressed stream.
+
+    The decompression is done here rather than by tarfile because tarfile's own gzip reader does not
+    check the gzip trailer, so an archive cut short at a member boundary would pass as complete.
+    """
+    with open(archive, "rb") as handle:
+        magic = handle.read(6)
+        handle.seek(0)
+        if magic.startswith(b"\x1f\x8b"):
+            raw: IO[bytes] = gzip.GzipFile(fileobj=handle, mode="rb")
+        elif magic.startswith(b"BZh"):
+            raw = bz2.BZ2File(handle, mode="rb")
+        elif magic.startswith(b"\xfd7zXZ\x00"):
+            raw = lzma.LZMAFile(handle, mode="rb")
+        else:
+            raw = handle
+        with raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            yield tar, raw
 
 
 def safe_member_name(archive: Path, name: str) -> str:
@@ -112,7 +138,7 @@ def _iter_members(archive: Path, members: MemberFilter | None) -> Iterator[tuple
                     else:
                         yield name, False, None
             return
-        with tarfile.open(archive, "r|*") as tar:
+        with _open_tar(archive) as (tar, raw):
             for member in tar:
                 name = _check_tar_member(archive, member)
                 if not name:
@@ -125,6 +151,11 @@ def _iter_members(archive: Path, members: MemberFilter | None) -> Iterator[tuple
                     yield name, False, handle
                 else:
                     yield name, False, None
+            # tarfile ends quietly when the data stops at a header; a whole archive ends with a zero block
+            if tar.fileobj.tell() < tar.offset + tarfile.BLOCKSIZE:  # type: ignore[union-attr]
+                raise tarfile.ReadError("the archive ends without its end-of-archive marker")
+            while raw.read(_CHUNK):  # read to the end so that the compressed stream's checksum is verified
+                pass
     except _CORRUPT as err:
         raise _corrupt(archive, err) from None
 

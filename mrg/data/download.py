@@ -320,13 +320,16 @@ def download_file(
                              cancel=cancel)
                     break
                 except _Retry as retry:
-                    failures = 0 if retry.progressed else failures + 1
+                    if retry.progressed:
+                        failures = 0  # the connection broke after new bytes arrived: resume at once
+                        continue
+                    failures += 1
                     if failures > retries:
                         raise DownloadError(
                             f"{shown}: download failed after {retries} retries ({retry.reason}); check the network "
                             "connection and run the command again: it resumes from the partial file"
                         ) from None
-                    sleep(backoff * (2 ** max(0, failures - 1)))
+                    sleep(backoff * (2 ** (failures - 1)))
                 except _Cancelled:
                     raise DownloadError(f"{shown}: stopped because another download of the batch failed") from None
         finally:

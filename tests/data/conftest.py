@@ -276,3 +276,59 @@ def build_openi_archives(root: Path, reports: list[FakeReport] | None = None) ->
 def openi_archives(tmp_path: Path) -> OpeniArchives:
     """The default synthetic Open-i archives in a temporary folder."""
     return build_openi_archives(tmp_path / "openi-src")
+
+
+def default_split() -> dict[str, list[str]]:
+    """An R2Gen-style split file for the eligible studies of ``default_reports()``."""
+    return {
+        "train": ["CXR1_1_IM-0001", "CXR2_IM-0002", "CXR5_IM-0005-1001", "CXR9_IM-0009"],
+        "val": ["CXR6_IM-0006"],
+        "test": ["CXR8_IM-0008", "CXR10_IM-0010"],
+    }
+
+
+def write_iu_manifests(root: Path, archives: OpeniArchives, split: dict[str, list[str]] | None = None) -> Path:
+    """A ``data_manifests`` folder whose IU X-ray records describe the synthetic archives (for MRG_DATA_MANIFESTS)."""
+    import hashlib
+    import json
+
+    folder = root / "iu_xray"
+    folder.mkdir(parents=True, exist_ok=True)
+    reports = archives.reports_tgz.read_bytes()
+    record = {
+        "base_url": "http://127.0.0.1:1/unused",
+        "archives": {
+            "NLMCXR_reports.tgz": {"size": len(reports), "md5": hashlib.md5(reports).hexdigest(),
+                                   "sha256": hashlib.sha256(reports).hexdigest()},
+            "NLMCXR_png.tgz": {"size": None, "md5": None, "sha256": None},
+        },
+    }
+    (folder / "archives.json").write_text(json.dumps(record), encoding="utf-8")
+    (folder / "r2gen_split.json").write_text(json.dumps(split or default_split()), encoding="utf-8")
+    return root
+
+
+@dataclass
+class IUEnv:
+    """A loopback Open-i: the server, the synthetic archives it serves, and the manifest folder describing them."""
+
+    server: FileServer
+    archives: OpeniArchives
+    manifests: Path
+    cache: Path
+
+    def args(self, out: Path, *extra: str) -> list[str]:
+        return ["prepare", "iu-xray", "--out", str(out), "--cache-dir", str(self.cache),
+                "--base-url", self.server.url("imgs/collections"), *extra]
+
+
+@pytest.fixture
+def iu_env(file_server: FileServer, openi_archives: OpeniArchives, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> IUEnv:
+    """Serve the synthetic archives at ``<server>/imgs/collections/`` and point mrg's manifests at them."""
+    file_server.add("imgs/collections/NLMCXR_reports.tgz", openi_archives.reports_tgz.read_bytes())
+    file_server.add("imgs/collections/NLMCXR_png.tgz", openi_archives.png_tgz.read_bytes())
+    manifests = write_iu_manifests(tmp_path / "manifests", openi_archives)
+    monkeypatch.setenv("MRG_DATA_MANIFESTS", str(manifests))
+    monkeypatch.delenv("MRG_IU_XRAY_BASE_URL", raising=False)
+    return IUEnv(file_server, openi_archives, manifests, tmp_path / "cache")

@@ -135,6 +135,32 @@ def test_truncated_tgz_is_detected(tmp_path: Path) -> None:
         list(iter_archive_members(tgz))
 
 
+def test_truncation_anywhere_is_detected(tmp_path: Path) -> None:
+    files = {f"m/{i}.txt": os.urandom(300 + i) for i in range(30)}
+    tgz = make_tgz(tmp_path / "full.tgz", files)
+    assert len(list(iter_archive_members(tgz))) == 30
+    data = tgz.read_bytes()
+    for cut in range(len(data) // 10, len(data), max(1, len(data) // 10)):
+        (tmp_path / "cut.tgz").write_bytes(data[:cut])
+        with pytest.raises(ArchiveError, match="truncated or corrupt"):
+            list(iter_archive_members(tmp_path / "cut.tgz"))
+    (tmp_path / "cut.tgz").write_bytes(data[:-4])  # only the gzip trailer (size) is missing
+    with pytest.raises(ArchiveError, match="truncated or corrupt"):
+        list(iter_archive_members(tmp_path / "cut.tgz"))
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    raw = plain.read_bytes()
+    assert len(list(iter_archive_members(plain))) == 30
+    first_member_end = 512 + ((300 + 511) // 512) * 512  # a cut exactly at the second member's header
+    (tmp_path / "cut.tar").write_bytes(raw[:first_member_end])
+    with pytest.raises(ArchiveError, match="end-of-archive marker"):
+        list(iter_archive_members(tmp_path / "cut.tar"))
+
+
 def test_garbage_and_corrupt_zip_are_detected(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tgz"
     junk.write_bytes(b"<html>not an archive</html>" * 10)

@@ -1,0 +1,360 @@
+"""``mrg prepare iu-xray`` end to end: loopback Open-i downloads, local sources, protocols, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+from tests.data import conftest as data_fixtures
+from tests.data.conftest import FakeReport, build_openi_archives, default_reports, make_tgz, openi_xml
+
+# the loopback Open-i fixtures live with the data tests; these names make them usable here
+file_server = data_fixtures.file_server
+openi_archives = data_fixtures.openi_archives
+iu_env = data_fixtures.iu_env
+
+PNG_PATH = "imgs/collections/NLMCXR_png.tgz"
+REPORTS_PATH = "imgs/collections/NLMCXR_reports.tgz"
+
+
+def _read(out: Path, name: str):
+    return json.loads((out / name).read_text(encoding="utf-8"))
+
+
+def _studies(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "studies.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _assert_failed(result, *needles: str) -> None:
+    """Exit 1 with exactly one ``error:`` line on stderr that names what is wrong."""
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors and errors[-1].startswith("error: "), result.stderr
+    assert sum(line.startswith("error:") for line in errors) == 1
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in errors[-1], errors[-1]
+
+
+def _assert_no_output(out: Path) -> None:
+    assert not (out / "prepare.json").exists()
+    assert not (out / "annotation.json").exists()
+
+
+def test_download_and_prepare_with_r2gen_protocol(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out))
+    assert result.exit_code == 0, result.output
+    annotation = _read(out, "annotation.json")
+    assert {k: [e["id"] for e in v] for k, v in annotation.items()} == {
+        "train": ["CXR1_1_IM-0001", "CXR2_IM-0002", "CXR5_IM-0005-1001", "CXR9_IM-0009"],
+        "val": ["CXR6_IM-0006"],
+        "test": ["CXR8_IM-0008", "CXR10_IM-0010"],
+    }
+    first = annotation["train"][0]
+    assert first == {"id": "CXR1_1_IM-0001", "report": "Heart size XXXX. Lungs clear.",
+                     "image_path": ["CXR1_1_IM-0001/0.png", "CXR1_1_IM-0001/1.png"], "split": "train"}
+    three = next(s for s in _studies(out) if s["id"] == "CXR5_IM-0005-1001")
+    assert three["image_paths"] == [f"images/CXR5_IM-0005-1001/{k}.png" for k in range(3)]
+    assert annotation["train"][2]["image_path"] == ["CXR5_IM-0005-1001/0.png", "CXR5_IM-0005-1001/1.png"]
+    for k, image_id in enumerate(three["extra"]["image_ids"]):  # XML order
+        assert (out / f"images/CXR5_IM-0005-1001/{k}.png").read_bytes() == iu_env.archives.png_bytes[f"{image_id}.png"]
+    assert three["report_clean"].endswith(" .")
+    record = _read(out, "prepare.json")
+    assert record["counts"] == {"train": 4, "val": 1, "test": 2}
+    assert record["protocol"]["name"] == "r2gen" and record["normalize"] == "r2gen-iu"
+    assert record["protocol"]["excluded"] == {"empty_section": 1, "fewer_images": 2, "not_in_split": 0}
+    png_sha = hashlib.sha256(iu_env.archives.png_tgz.read_bytes()).hexdigest()
+    assert record["checksums"]["source"]["NLMCXR_png.tgz"] == png_sha
+    assert png_sha in result.stdout and "--images-sha256" in result.stdout  # how to pin the unknown checksum
+    assert (iu_env.cache / "NLMCXR_png.tgz").is_file()
+
+    requests = len(iu_env.server.requests)
+    again = run_cli(*iu_env.args(out))
+    assert again.exit_code == 0 and "already prepared" in " ".join(again.stdout.split())
+    assert len(iu_env.server.requests) == requests  # a finished folder needs no network at all
+
+
+def test_interrupted_image_download_resumes(iu_env, run_cli, tmp_path: Path) -> None:
+    iu_env.server.drop_once.add("/" + PNG_PATH)
+    result = run_cli(*iu_env.args(tmp_path / "iu"))
+    assert result.exit_code == 0, result.output
+    ranges = [r["range"] for r in iu_env.server.requests_for(PNG_PATH)]
+    assert ranges[0] is None and ranges[1] is not None  # resumed, not restarted
+
+
+def test_pinned_images_checksum(iu_env, run_cli, tmp_path: Path) -> None:
+    good = hashlib.sha256(iu_env.archives.png_tgz.read_bytes()).hexdigest()
+    result = run_cli(*iu_env.args(tmp_path / "ok", "--images-sha256", good))
+    assert result.exit_code == 0, result.output
+    assert "no published checksum" not in result.stdout
+    bad = run_cli(*iu_env.args(tmp_path / "bad", "--cache-dir", str(tmp_path / "c2"), "--images-sha256", "0" * 64))
+    _assert_failed(bad, "NLMCXR_png.tgz", "sha256", "expected " + "0" * 64)
+    _assert_no_output(tmp_path / "bad")
+
+
+def test_skip_images_then_add_them(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out, "--skip-images"))
+    assert result.exit_code == 0, result.output
+    assert not (out / "images").exists()
+    assert iu_env.server.requests_for(PNG_PATH) == []  # the big archive is not fetched
+    record = _read(out, "prepare.json")
+    assert record["images"]["placed"] is False and "--skip-images" in record["images"]["note"]
+    assert record["num_images"] == 15  # paths are listed all the same
+    skipped_annotation = _read(out, "annotation.json")
+    result = run_cli(*iu_env.args(out))
+    assert result.exit_code == 0, result.output
+    assert _read(out, "annotation.json") == skipped_annotation
+    assert _read(out, "prepare.json")["images"]["placed"] is True
+    assert len(list((out / "images").rglob("*.png"))) == 15
+
+
+def test_local_archives_and_folders_give_the_same_dataset(iu_env, run_cli, tmp_path: Path) -> None:
+    archives = iu_env.archives
+    from_archives = tmp_path / "a"
+    result = run_cli("prepare", "iu-xray", "--out", from_archives, "--source", archives.reports_tgz,
+                     "--source", archives.png_tgz)
+    assert result.exit_code == 0, result.output
+    assert iu_env.server.requests == []  # offline
+    folder = tmp_path / "extracted"
+    with tarfile.open(archives.reports_tgz) as tar:
+        tar.extractall(folder / "reports", filter="data")
+    with tarfile.open(archives.png_tgz) as tar:
+        tar.extractall(folder / "png" / "sub", filter="data")
+    from_folders = tmp_path / "f"
+    result = run_cli("prepare", "iu-xray", "--out", from_folders, "--source", folder / "reports" / "ecgen-radiology",
+                     "--source", folder / "png")
+    assert result.exit_code == 0, result.output
+    assert _read(from_archives, "annotation.json") == _read(from_folders, "annotation.json")
+    for path in (from_archives / "images").rglob("*.png"):
+        assert (from_folders / path.relative_to(from_archives)).read_bytes() == path.read_bytes()
+    both = tmp_path / "both"  # one folder holding the two downloaded archives
+    result = run_cli("prepare", "iu-xray", "--out", both, "--source", archives.reports_tgz.parent)
+    assert result.exit_code == 0, result.output
+    assert _read(both, "annotation.json") == _read(from_archives, "annotation.json")
+
+
+def test_image_size_writes_resized_copies(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out, "--image-size", "16", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    sizes = set()
+    for path in (out / "images").rglob("*.png"):
+        with Image.open(path) as img:
+            sizes.add(img.size)
+    assert sizes == {(20, 16)}  # 40x32 sources, shorter side 16, aspect kept
+    assert _read(out, "prepare.json")["images"]["resized_to"] == 16
+
+
+def test_random_split_and_other_sections_are_labelled(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "rand"
+    result = run_cli(*iu_env.args(out, "--skip-images", "--split", "random", "--seed", "5",
+                                  "--section", "findings+impression", "--ratios", "0.6,0.2,0.2"))
+    assert result.exit_code == 0, result.output
+    record = _read(out, "prepare.json")
+    assert record["protocol"]["name"] == "custom" and "not R2Gen" in record["protocol"]["label"]
+    assert record["protocol"]["seed"] == 5 and record["protocol"]["ratios"] == [0.6, 0.2, 0.2]
+    assert sum(record["counts"].values()) == 8  # every report with text and >= 2 images
+    assert "not R2Gen" in result.stdout
+    again = tmp_path / "rand2"
+    run_cli(*iu_env.args(again, "--skip-images", "--split", "random", "--seed", "5",
+                         "--section", "findings+impression", "--ratios", "0.6,0.2,0.2"))
+    assert _read(out, "annotation.json") == _read(again, "annotation.json")
+
+
+def test_split_file_option(iu_env, run_cli, tmp_path: Path) -> None:
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["CXR2_IM-0002"], "val": ["CXR6_IM-0006"], "test": ["CXR8_IM-0008"]}))
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out, "--skip-images", "--split", "file", "--split-file", split))
+    assert result.exit_code == 0, result.output
+    assert _read(out, "prepare.json")["counts"] == {"train": 1, "val": 1, "test": 1}
+    _assert_failed(run_cli(*iu_env.args(tmp_path / "x", "--split", "file")), "--split-file")
+
+
+def test_r2gen_manifest_against_a_partial_source_warns(run_cli, tmp_path: Path) -> None:
+    # real R2Gen ids (the shipped manifest), synthetic text: two of the 2,955 studies are present
+    reports = [FakeReport(2384, image_ids=["CXR2384_IM-0942-1001", "CXR2384_IM-0942-3001"]),
+               FakeReport(3030, image_ids=["CXR3030_IM-1405-1001", "CXR3030_IM-1405-2001"]),
+               FakeReport(4000, image_ids=["CXR4000_IM-9999-1001", "CXR4000_IM-9999-2001"])]
+    archives = build_openi_archives(tmp_path / "src", reports)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", archives.reports_tgz, "--skip-images")
+    assert result.exit_code == 0, result.output
+    assert _read(out, "prepare.json")["counts"] == {"train": 1, "val": 0, "test": 1}
+    assert "2,953 studies of the split file are not in this source" in result.stderr
+    assert "differs from the official NLMCXR_reports.tgz" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_checksum_mismatch_of_reports_archive(iu_env, run_cli, tmp_path: Path) -> None:
+    good = iu_env.archives.reports_tgz.read_bytes()
+    iu_env.server.wrong_bytes["/" + REPORTS_PATH] = good[:100] + bytes(b ^ 1 for b in good[100:110]) + good[110:]
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out))
+    _assert_failed(result, "NLMCXR_reports.tgz", "expected " + hashlib.sha256(good).hexdigest(), "again")
+    _assert_no_output(out)
+    assert not (iu_env.cache / "NLMCXR_reports.tgz").exists()
+    assert not (iu_env.cache / "NLMCXR_reports.tgz.part").exists()
+    iu_env.server.wrong_bytes["/" + REPORTS_PATH] = good[:-10]  # another size than recorded
+    _assert_failed(run_cli(*iu_env.args(out)), "NLMCXR_reports.tgz", f"but {len(good):,} are expected", "--base-url")
+    _assert_no_output(out)
+
+
+def test_truncated_image_archive(iu_env, run_cli, tmp_path: Path) -> None:
+    data = iu_env.archives.png_tgz.read_bytes()
+    cut = tmp_path / "NLMCXR_png.tgz"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", cut)
+    _assert_failed(result, str(cut), "truncated or corrupt", "download again")
+    _assert_no_output(out)
+
+
+def test_corrupt_reports_archive(iu_env, run_cli, tmp_path: Path) -> None:
+    junk = tmp_path / "NLMCXR_reports.tgz"
+    junk.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 200)
+    result = run_cli("prepare", "iu-xray", "--out", tmp_path / "iu", "--source", junk, "--skip-images")
+    _assert_failed(result, str(junk), "truncated or corrupt")
+    _assert_no_output(tmp_path / "iu")
+
+
+def test_path_traversal_member(iu_env, run_cli, tmp_path: Path) -> None:
+    files = {f"{k}": v for k, v in iu_env.archives.png_bytes.items()}
+    files["../../evil.png"] = b"x"
+    evil = make_tgz(tmp_path / "png" / "NLMCXR_png.tgz", files)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", evil)
+    _assert_failed(result, str(evil), "../../evil.png", "outside the target folder")
+    _assert_no_output(out)
+    assert not (tmp_path / "evil.png").exists()
+
+
+def test_symlink_member(iu_env, run_cli, tmp_path: Path) -> None:
+    link = tarfile.TarInfo("CXR2_IM-0002-1001.png")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    evil = make_tgz(tmp_path / "NLMCXR_png.tgz", {"a.png": b"x"}, extra=[link])
+    result = run_cli("prepare", "iu-xray", "--out", tmp_path / "iu", "--source", iu_env.archives.reports_tgz,
+                     "--source", evil)
+    _assert_failed(result, "is a link")
+
+
+def test_malformed_xml(run_cli, tmp_path: Path) -> None:
+    files = {f"ecgen-radiology/{r.uid}.xml": openi_xml(r).encode() for r in default_reports()}
+    files["ecgen-radiology/3.xml"] = files["ecgen-radiology/3.xml"][:-40]
+    tgz = make_tgz(tmp_path / "NLMCXR_reports.tgz", files)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", tgz, "--skip-images")
+    _assert_failed(result, "ecgen-radiology/3.xml", "malformed XML")
+    _assert_no_output(out)
+
+
+def test_missing_image(iu_env, run_cli, tmp_path: Path) -> None:
+    pngs = dict(iu_env.archives.png_bytes)
+    del pngs["CXR9_IM-0009-2001.png"]
+    partial = make_tgz(tmp_path / "p" / "NLMCXR_png.tgz", pngs)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", partial)
+    _assert_failed(result, "CXR9_IM-0009-2001.png", "is missing", "--skip-images")
+    _assert_no_output(out)
+
+
+def test_unreadable_image(iu_env, run_cli, tmp_path: Path) -> None:
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for name, data in iu_env.archives.png_bytes.items():
+        (folder / name).write_bytes(data[:30] if name == "CXR6_IM-0006-1001.png" else data)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", folder)
+    _assert_failed(result, str(folder / "CXR6_IM-0006-1001.png"), "not a readable PNG")
+    _assert_no_output(out)
+
+
+def test_empty_sections_are_skipped_and_all_empty_is_an_error(run_cli, tmp_path: Path) -> None:
+    reports = [FakeReport(1, impression=None), FakeReport(2, impression="   "), FakeReport(3, impression="Clear.")]
+    archives = build_openi_archives(tmp_path / "src", reports)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", archives.reports_tgz, "--skip-images",
+                     "--section", "impression", "--split", "random")
+    assert result.exit_code == 0, result.output
+    assert [s["report"] for s in _studies(out)] == ["Clear."]  # an empty report is never written
+    assert _read(out, "prepare.json")["protocol"]["excluded"]["empty_section"] == 2
+    empty = build_openi_archives(tmp_path / "empty", [FakeReport(1, findings=None), FakeReport(2, findings="")])
+    result = run_cli("prepare", "iu-xray", "--out", tmp_path / "e", "--source", empty.reports_tgz, "--skip-images",
+                     "--split", "random")
+    _assert_failed(result, "NLMCXR_reports.tgz", "no report has a non-empty findings section")
+    _assert_no_output(tmp_path / "e")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--section", "summary"], "--section"),
+        (["--split", "official"], "--split"),
+        (["--ratios", "0.5,0.5"], "--ratios"),
+        (["--image-size", "2"], "--image-size"),
+        (["--images-sha256", "abc"], "--images-sha256"),
+    ],
+)
+def test_unknown_option_values(iu_env, run_cli, tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "iu"
+    result = run_cli(*iu_env.args(out, *args))
+    _assert_failed(result, needle)
+    assert not out.exists()
+    assert iu_env.server.requests == []
+
+
+def test_out_dir_from_another_source_or_protocol(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    assert run_cli(*iu_env.args(out, "--skip-images")).exit_code == 0
+    before = (out / "annotation.json").read_bytes()
+    result = run_cli(*iu_env.args(out, "--skip-images", "--section", "impression", "--split", "random"))
+    _assert_failed(result, str(out), "--force")
+    assert (out / "annotation.json").read_bytes() == before and (out / "prepare.json").is_file()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _assert_failed(run_cli(*iu_env.args(foreign, "--skip-images")), str(foreign), "not empty")
+    assert (foreign / "notes.txt").read_text() == "mine"
+    forced = run_cli(*iu_env.args(out, "--skip-images", "--section", "impression", "--split", "random", "--force"))
+    assert forced.exit_code == 0, forced.output
+    assert _read(out, "prepare.json")["protocol"]["section"] == "impression"
+
+
+def test_help_lists_every_option(run_cli) -> None:
+    result = run_cli("prepare", "iu-xray", "--help")
+    assert result.exit_code == 0
+    for option in ("--source", "--cache-dir", "--base-url", "--skip-images", "--images-sha256", "--section",
+                   "--split", "--split-file", "--seed", "--ratios", "--min-images", "--image-size", "--workers",
+                   "--force"):
+        assert option in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ reference tier
+
+
+@pytest.mark.reference
+def test_reproduces_r2gen_annotation_exactly(run_cli, tmp_path: Path) -> None:
+    archive = shared_path("data", "openi", "NLMCXR_reports.tgz")
+    expected = json.loads(shared_path("data", "r2gen_iu", "annotation.json").read_text(encoding="utf-8"))
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", archive, "--skip-images")
+    assert result.exit_code == 0, result.output
+    assert "differs from the official" not in result.stderr
+    annotation = _read(out, "annotation.json")
+    assert {k: len(v) for k, v in annotation.items()} == {"train": 2069, "val": 296, "test": 590}
+    assert annotation == expected  # ids, splits, report texts, image_path lists and order
+    record = _read(out, "prepare.json")
+    assert record["protocol"]["reports_parsed"] == 3955 and record["protocol"]["missing_from_source"] == 0
+    assert record["protocol"]["excluded"] == {"empty_section": 530, "fewer_images": 470, "not_in_split": 0}
+

@@ -33,21 +33,24 @@ from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, explain, label_re
 
 DEFAULT_TGZ = REPO_ROOT.parent / "shared" / "data" / "openi" / "NLMCXR_reports.tgz"
 
-# observation -> (MeSH heads that make it positive, qualifiers that must NOT appear, e.g. pleura for scars)
-MESH_MAP: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "No Finding": (frozenset({"normal"}), frozenset()),
-    "Cardiomegaly": (frozenset({"cardiomegaly"}), frozenset()),
-    "Lung Lesion": (frozenset({"nodule", "mass"}), frozenset({"breast"})),
-    "Lung Opacity": (frozenset({"opacity", "airspace disease", "infiltrate", "cicatrix"}), frozenset({"pleura"})),
-    "Edema": (frozenset({"pulmonary edema", "edema"}), frozenset()),
-    "Consolidation": (frozenset({"consolidation"}), frozenset()),
-    "Pneumonia": (frozenset({"pneumonia"}), frozenset()),
-    "Atelectasis": (frozenset({"pulmonary atelectasis"}), frozenset()),
-    "Pneumothorax": (frozenset({"pneumothorax", "hydropneumothorax", "hemopneumothorax"}), frozenset()),
-    "Pleural Effusion": (frozenset({"pleural effusion"}), frozenset()),
-    "Fracture": (frozenset({"fractures, bone"}), frozenset()),
+# observation -> (MeSH terms that make it positive, qualifiers that must NOT appear). A term matches a MeSH
+# major term that equals it or starts with it followed by "/" (so "cardiac shadow/enlarged" matches
+# "Cardiac Shadow/enlarged/mild" but not "Cardiac Shadow/borderline").
+MESH_MAP: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "No Finding": (("normal",), frozenset()),
+    # MeSH indexes an enlarged cardiac silhouette either as Cardiomegaly or as Cardiac Shadow/enlarged
+    "Cardiomegaly": (("cardiomegaly", "cardiac shadow/enlarged"), frozenset()),
+    "Lung Lesion": (("nodule", "mass"), frozenset({"breast"})),
+    "Lung Opacity": (("opacity", "airspace disease", "infiltrate", "cicatrix"), frozenset({"pleura"})),
+    "Edema": (("pulmonary edema", "edema"), frozenset()),
+    "Consolidation": (("consolidation",), frozenset()),
+    "Pneumonia": (("pneumonia",), frozenset()),
+    "Atelectasis": (("pulmonary atelectasis",), frozenset()),
+    "Pneumothorax": (("pneumothorax", "hydropneumothorax", "hemopneumothorax"), frozenset()),
+    "Pleural Effusion": (("pleural effusion",), frozenset()),
+    "Fracture": (("fractures, bone",), frozenset()),
     "Support Devices": (
-        frozenset({"catheters, indwelling", "implanted medical device", "tube, inserted", "medical device", "stents"}),
+        ("catheters, indwelling", "implanted medical device", "tube, inserted", "medical device", "stents"),
         frozenset(),
     ),
 }
@@ -78,10 +81,13 @@ def load_iu_reports(tgz: Path) -> list[dict]:
 
 
 def mesh_positive(terms: list[str], observation: str) -> bool:
-    heads, excluded = MESH_MAP[observation]
+    wanted, excluded = MESH_MAP[observation]
     for term in terms:
         parts = [part.strip().lower() for part in term.split("/")]
-        if parts[0] in heads and not excluded.intersection(parts[1:]):
+        normalized = "/".join(parts)
+        if excluded.intersection(parts[1:]):
+            continue
+        if any(normalized == prefix or normalized.startswith(prefix + "/") for prefix in wanted):
             return True
     return False
 

@@ -166,14 +166,18 @@ def _covers(cue: lex.Cue, c_start: int, c_end: int, m_start: int, m_end: int, cl
             return False
         gap_start, gap_end = min(c_end, m_start), m_start
         max_verbs = 0
+        max_words = cue.max_words if cue.forward_words is None else cue.forward_words
     elif c_end > m_end and c_start >= m_start:  # the cue comes after: backward scope
         if cue.direction == "forward":
             return False
         gap_start, gap_end = m_end, max(m_end, c_start)
-        max_verbs = 0 if cue.max_words <= 3 else 1
+        max_verbs = cue.backward_verbs
+        max_words = cue.max_words
     else:
         return False
-    if max(0, clean.count(" ", gap_start, gap_end) - 1) > cue.max_words:
+    if not cue.cross_commas and "," in clean[gap_start:gap_end].rstrip(" ,"):
+        return False
+    if max(0, clean.count(" ", gap_start, gap_end) - 1) > max_words:
         return False
     if _count_between(terminators, gap_start, gap_end):
         return False

@@ -129,6 +129,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "Lung Lesion": (
         r"\bmass(?:es)?\b",
+        r"\bmass-?like\b",  # mrg
         r"\bnodular (?:densit(?:y|ies)|opacit(?:y|ies)|opacification)",
         r"\bnodul(?:e|es)\b",
         r"\blump",
@@ -171,7 +172,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\binfectious",
     ),
     "Atelectasis": (r"\batelecta", r"\bcollapse"),
-    "Pneumothorax": (r"\b(?:hydro|hemo)?pneumothora(?:x|ces)",),  # CheXpert's unanchored phrase hits these too
+    "Pneumothorax": (
+        r"\b(?:hydro|hemo)?pneumothora(?:x|ces)",  # CheXpert's unanchored phrase hits these too
+        r"\bpleural air(?: collections?)?\b",  # mrg
+    ),
     "Pleural Effusion": (r"\bpleural fluid", r"\beffusion"),
     "Pleural Other": (
         r"\bpleural thickening",
@@ -210,18 +214,28 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bmediport",
         r"\bstents?\b",  # mrg
         r"\bport-?a-?cath",  # mrg
-        r"\bleads?\b(?= (?:in|over|project|terminat|overly|extend|at|within|tips?)\b)",  # mrg: pacing leads
+        r"\bleads\b(?! to\b)",  # mrg: pacing / monitor leads
+        r"\b(?:pacer|pacing|pacemaker|icd|defibrillator) lead\b",  # mrg
+        r"\bstimulator",  # mrg
+        # mrg: "tip in the SVC" / "tip projecting over the right atrium" describe a line or tube whose name
+        # de-identification may have removed ("right chest XXXX with tip in the SVC")
+        r"\btips?\b(?= (?:is |are |now )?(?:in|at|projecting|projects|overlying|overlies|over|terminat\w*|near|within|extending|in the region of)\b)",
     ),
 }
 
 # Matches of these phrases cancel any overlapping mention of the same observation.
-_POSITIONS = r"(?:over|overly|overlying|overlies|projecting over|projects over|in|behind|through) the(?: superior| left| right)?"
+_POSITIONS = (
+    r"(?:over|overly|overlying|overlies|projecting over|projects over|in|behind|through|between|"
+    r"(?:posterior|anterior|adjacent|lateral|inferior|superior) to) the"
+    r"(?: (?:superior|inferior|left|right|middle|mid|lower|upper))*"
+)
 UNMENTIONS: dict[str, tuple[str, ...]] = {
     # CheXpert generates "{over the, overly the, in the} x {'', superior, left, right} + mention" for the two
     # cardiac observations: "granuloma projecting over the heart" is not about heart size. mrg adds
     # "overlying", "projects over", "behind" and "through".
     "Cardiomegaly": (
         r"\b" + _POSITIONS + r" (?:heart|cardiac (?:silhouette|shadow|contour|size))",
+        r"\bthe heart and lungs\b",  # mrg: the two organs together ("the heart and lungs have ..."), not heart size
     ),
     "Enlarged Cardiomediastinum": (
         r"\b" + _POSITIONS + r" (?:mediastinum|cardiomediastinum|mediastinal silhouette|pericardial silhouette)",
@@ -231,6 +245,14 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
     "Lung Lesion": (r"\bcalcified nodul", r"\bmassengale\b", r"\bsoft tissue mass"),
     "Lung Opacity": (r"\bpleural scar", r"\bpleural[- ]?parenchymal scar", r"\bpleuro-?(?:parenchymal|pericardial) scar"),
     "Pleural Effusion": (r"\bpericardial effusion",),
+    "Edema": (r"\bsoft[- ]tissue (?:edema|swelling)",),  # mrg: not pulmonary edema
+    "Pneumonia": (r"\bgranulomatous (?:infection|disease)",),  # mrg: healed granulomas, not pneumonia
+    # mrg: a broken device is not a bone fracture
+    "Fracture": (
+        r"\b(?:screw|wire|lead|catheter|hardware|plate|rod)s? (?:is |are |was |were |appears? )?fractur",
+        r"\bfractur\w* (?:of )?(?:the )?(?:\w+ )?(?:\w+ )?(?:screw|wire|lead|catheter|hardware|plate|rod)s?\b",
+        r"\b(?:screw|wire|lead|catheter|hardware|plate|rod) fractur",
+    ),
     "Support Devices": (
         r"\bplate-?like\b",  # mrg: "platelike atelectasis"
         r"\b(?:septal|kerley b?|b) lines\b",  # mrg: interstitial lines, not devices
@@ -255,8 +277,10 @@ HEART_FAILURE_TEXTS: frozenset[str] = frozenset({"chf", "heart failure"})
 
 # Mentions about the size or shape of the cardiac silhouette: "stable", "unchanged" and "borderline" make
 # these uncertain (CheXpert's post-negation rules for cardiomediastinal lemmas).
-SILHOUETTE_WORDS = r"cardiomediastin|pericardial|mediastin|contour|configuration|silhouette|size|heart|shadow"
-HEART_SIZE_WORDS = r"heart|cardiac|size|silhouette"
+# (mentions that already say "enlarged" or "cardiomegaly" are not about an unchanged normal silhouette)
+SILHOUETTE_WORDS = r"^(?!.*(?:enlarg|cardiomegaly)).*(?:cardiomediastin|pericardial|mediastin|contour|configuration|silhouette|size|heart|shadow)"
+# CheXpert's rule is "borderline heart size"; "borderline cardiomegaly" stays positive, as in CheXpert.
+HEART_SIZE_WORDS = r"\bsize\b"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,6 +302,9 @@ class Cue:
         example: a report sentence in which this cue decides a label (documentation, and a unit test).
         max_words: the most words allowed between the cue and the mention.
         target: if set, the cue only applies to mentions whose text matches this regex.
+        forward_words: a smaller word limit for the forward scope of a ``both`` cue.
+        backward_verbs: how many finite verbs a backward scope may cross (1: "the heart IS normal").
+        cross_commas: whether the scope may cross a comma (a comma right before the cue is allowed).
     """
 
     family: str
@@ -287,10 +314,18 @@ class Cue:
     example: str
     max_words: int = 10
     target: str | None = None
+    forward_words: int | None = None
+    backward_verbs: int = 1
+    cross_commas: bool = True
 
 
 _MODAL = r"(?:may|might|could|would|can)"
 _NORMAL = r"\b(?:normal|unremarkable)\b"
+_DIMENSION = r"(?:size|sized|caliber|appearance|configuration|contours?|shape|position|silhouette|morphology)"
+_DIMENSIONS_MORE = r"(?:(?:,| and| or|,? and) " + _DIMENSION + r")*"
+_DIMENSIONS_TAIL = r"(?: (?:for|in|of) " + _DIMENSION + r"(?:(?:,| and| or|,? and)? " + _DIMENSION + r")*)?\b"
+# "normal" right after a linking verb is predicative whatever follows ("heart size is normal lungs are clear")
+_AFTER_VERB = r"(?:(?<=\bis )|(?<=\bare )|(?<=\bwas )|(?<=\bwere )|(?<=\bappears )|(?<=\bappear )|(?<=\bremains )|(?<=\bremain )|(?<=\bseems )|(?<=\blooks ))"
 _SEEN = r"(?:seen|identified|present|noted|evident|demonstrated|detected|visible|apparent|shown|observed)"
 
 # Order matters only where two patterns can start at the same place: the longer one must come first,
@@ -322,6 +357,9 @@ CUES: tuple[Cue, ...] = (
     # --- negation
     Cue("negation", "both", r"\bno longer\b(?: (?:seen|visualized|present|evident|identified|noted|demonstrated|visible|apparent)\b)?",
         "no longer", "The effusion is no longer seen."),
+    # "no pleural line to suggest pneumothorax": the words between "no" and "to suggest" are inside the cue
+    Cue("negation", "forward", r"\bno (?:[\w-]+,? ){1,6}?to (?:suggest|indicate|explain)\b", "no X to suggest",
+        "There is no blunting to suggest a pleural effusion."),
     Cue("negation", "forward", r"\b(?:no|without) (?:definite |obvious |convincing |(?:radiographic |radiologic |x-?ray )?(?:evidence|signs?|findings?|features?) (?:of|for|to suggest) )+",
         "no evidence of", "No evidence of pneumothorax."),
     Cue("negation", "forward", r"\b(?:no|without) (?:focus|foci|areas?|development) of\b", "no focus of",
@@ -337,17 +375,22 @@ CUES: tuple[Cue, ...] = (
     Cue("negation", "forward", r"\brule out\b", "rule out", "Rule out pneumothorax."),
     Cue("negation", "backward", r"\bupper limits? of normal\b", "upper limits of normal",
         "Heart size is at the upper limits of normal."),
-    Cue("negation", "backward", r"\bwithin (?:the )?normal limits\b|\bwnl\b", "within normal limits",
-        "Heart size and pulmonary vascularity are within normal limits."),
-    # "normal" is predicative ("the heart is normal", "normal in size") when no noun follows it, attributive
-    # ("normal heart size") when one does, and both when "and" follows ("is normal and stable silhouette")
-    Cue("negation", "backward", _NORMAL + r"(?: in (?:size|caliber|appearance|configuration|contour|shape)(?:(?:,| and| or) (?:size|caliber|appearance|configuration|contours?|shape))*)?"
-        r"(?= *(?:$|[,.;:]|(?:in|for|size|sized|limits|caliber|appearance|contour|configuration|overall|except|without|with)\b))",
-        "is normal", "The heart is normal in size."),
+    Cue("negation", "backward", r"\bwithin (?:the )?normal limits" + _DIMENSIONS_TAIL + r"|\bwnl\b", "within normal limits",
+        "The cardiomediastinal silhouette is within normal limits for size and contour."),
+    # "normal size and contour": the dimension words are part of the cue (so "contour" is not a finding),
+    # and the cue reaches its subject before it or, close by, after it ("normal size of the heart").
+    Cue("negation", "both", _NORMAL + r"(?: (?:in|for|of))? " + _DIMENSION + _DIMENSIONS_MORE + r"(?: of)?\b",
+        "normal size", "Heart and mediastinum of normal size and contour.", forward_words=3),
+    # "normal" is predicative ("the heart is normal") when no noun follows it, attributive ("normal heart
+    # size") when one does, and both when "and" follows ("is normal and stable silhouette")
+    Cue("negation", "backward", _NORMAL + r"(?= *(?:$|[,.;:]|(?:for|limits|overall|except|without|with|but)\b))"
+        r"|" + _AFTER_VERB + _NORMAL, "is normal", "The heart is normal."),
     Cue("negation", "both", _NORMAL + r"(?= and\b)", "normal and", "Normal and stable cardiac silhouette.", max_words=6),
+    Cue("negation", "backward", r"\b(?:maintained|preserved)\b", "preserved", "Mediastinal contours are maintained.",
+        target=SILHOUETTE_WORDS),
     Cue("negation", "forward", _NORMAL + r"(?: appearing)?", "normal", "Normal heart size.", max_words=6),
     Cue("negation", "backward", r"\bnot (?:\w+ly )?(?:enlarged|dilated|widened)\b", "not enlarged", "The heart is not enlarged."),
-    Cue("negation", "backward", r"\bnot (?:\w+ly )?" + _SEEN + r"\b", "not seen", "A pneumothorax is not seen."),
+    Cue("negation", "backward", r"\bnot (?:be |been )?(?:\w+ly )?" + _SEEN + r"\b", "not seen", "A pneumothorax is not seen."),
     Cue("negation", "backward", r"\b(?:resolved|cleared|disappeared)\b", "has resolved", "The left effusion has resolved."),
     Cue("negation", "backward", r"\bremoved\b", "removed", "The chest tube has been removed."),
     Cue("negation", "backward", r"\babsent\b", "absent", "Pneumothorax is absent."),
@@ -359,17 +402,20 @@ CUES: tuple[Cue, ...] = (
     # "pneumonia is suspected": predicative when nothing but punctuation or a conjunction follows
     Cue("uncertain", "backward", r"\b(?:suspected|questioned|possible|favou?red|considered)(?= *(?:$|[,.;:]|(?:and|but|or)\b))",
         "is suspected", "Pneumonia is suspected."),
-    Cue("uncertain", "forward", r"\b(?:possible|possibly|probable|probably|presumabl[ey]|presumed|questionable|questionably|suspect(?:ed)?|suspicious(?: for| of)?|equivocal|indeterminate|uncertain)\b",
+    Cue("uncertain", "forward", r"\b(?:possible|possibly|probable|probably|presumabl[ey]|presumed|suspect(?:ed)?|suspicious(?: for| of)?|equivocal|indeterminate|uncertain)\b",
         "possible", "Possible small effusion."),
     Cue("uncertain", "forward", r"\b(?:concern(?:ing)?|suspicion|worrisome|worry) (?:for|of)\b", "concern for",
         "Opacity concerning for pneumonia."),
-    Cue("uncertain", "forward", r"\b(?:question|suggestion) of\b", "question of", "Question of a small nodule."),
-    Cue("uncertain", "forward", r"\bsuggestive of\b|\bsuggest(?:s|ing)?\b", "suggestive of", "Findings suggestive of edema."),
+    Cue("uncertain", "forward", r"\b(?:question(?:able|ably)?|suggestion)(?: of)?\b", "question of", "Question small effusions."),
+    # bare "suggest" is left out: "no pleural line to suggest pneumothorax" is a negation
+    Cue("uncertain", "forward", r"\bsuggestive of\b|\bsuggest(?:s|ing)\b", "suggestive of", "Findings suggestive of edema."),
     Cue("uncertain", "forward", r"\b(?:differential|ddx)(?: diagnosis)?(?: includes?| of)?\b", "differential",
         "Differential diagnosis includes pneumonia."),
     Cue("uncertain", "forward", r"\b(?:correlat\w+|clinical correlation)(?: clinically)? (?:for|with)(?: signs?| symptoms?| evidence)?(?: of)?\b",
         "correlate for", "Correlate clinically for pneumonia."),
     Cue("uncertain", "forward", r"\b(?:favou?r(?:ed|s|ing)?|consider(?:ed)?)\b", "favor", "Favor atelectasis."),
+    Cue("uncertain", "forward", r"\b(?:evaluation|assessment) (?:for|of)\b", "evaluation for",
+        "Evaluation for pneumothorax is limited by rotation."),
     Cue("uncertain", "forward", r"\bsecondary to\b", "secondary to", "Effusion secondary to heart failure."),
     Cue("uncertain", "forward", r"\bless likely\b", "less likely", "Less likely pneumonia."),
     Cue("uncertain", "forward", r"\bobscur(?:ing|es|ation of)\b", "obscuring", "Overlying soft tissue obscuring a nodule."),
@@ -378,11 +424,16 @@ CUES: tuple[Cue, ...] = (
     Cue("uncertain", "backward", r"\b(?:poorly|incompletely|suboptimally) (?:evaluated|visualized|assessed|seen)\b",
         "poorly evaluated", "The retrocardiac region is poorly evaluated, atelectasis poorly evaluated."),
     Cue("uncertain", "both", r"\bobscured\b", "obscured", "The left effusion is obscured."),
-    Cue("uncertain", "both", r"\b(?:versus|vs\.?)", "versus", "Atelectasis versus pneumonia.", max_words=3),
-    Cue("uncertain", "both", r"\bor\b", "or", "Scarring or atelectasis at the left base.", max_words=3),
+    # "x or y" and "x versus y" reach the conjuncts next to them, not across commas ("cardiomegaly, aortic
+    # ectasia or tortuosity" leaves cardiomegaly alone)
+    Cue("uncertain", "both", r"\b(?:versus|vs\.?)", "versus", "Atelectasis versus pneumonia.", max_words=3,
+        backward_verbs=0, cross_commas=False),
+    Cue("uncertain", "both", r"\bor\b", "or", "Scarring or atelectasis at the left base.", max_words=3, backward_verbs=0,
+        cross_commas=False),
     # stable/unchanged cardiomediastinal silhouette, heart size ... (after negation: "stable normal heart size" is negative)
-    Cue("uncertain", "both", r"\b(?:stable|unchanged|not changed|similar to (?:the )?(?:prior|previous)(?: \w+)?)\b",
-        "stable silhouette", "Stable cardiomediastinal silhouette.", target=SILHOUETTE_WORDS),
+    Cue("uncertain", "both", r"\b(?:stable|unchanged|not changed|similar to (?:the )?(?:prior|previous|comparison)(?: \w+)?)\b",
+        "stable silhouette", "Stable cardiomediastinal silhouette.", max_words=4, target=SILHOUETTE_WORDS,
+        cross_commas=False),
     Cue("uncertain", "both", r"\bborderline(?: (?:enlarged|enlargement|large|prominent))?\b", "borderline",
         "Borderline heart size.", target=HEART_SIZE_WORDS),
 )
@@ -400,7 +451,7 @@ TRIGGER_WORDS = (
     "correlating", "clinical", "favor", "favour", "favored", "favoured", "favors", "favours", "favoring",
     "favouring", "consider", "considered", "secondary", "less", "obscuring", "obscures", "obscuration", "obscured",
     "questioned", "poorly", "incompletely", "suboptimally", "versus", "vs", "stable", "unchanged", "similar",
-    "borderline",
+    "borderline", "maintained", "preserved", "evaluation", "assessment",
 )
 
 # Words that end a cue's scope. CheXpert's dependency patterns stop at clause boundaries; these are

@@ -1,0 +1,392 @@
+"""METEOR 1.5 from the jar shipped in pycocoevalcap, run robustly in one warm JVM per process.
+
+The numbers are the jar's own: every item is sent as ``SCORE ||| ref_1 ||| ... ||| hypothesis``, the jar
+answers with its 23 sufficient statistics, and one ``EVAL ||| stats_1 ||| ...`` line returns the per-item
+scores and the corpus score pooled from the statistics -- the protocol of pycocoevalcap's ``Meteor``, with
+the same command (``-l en -norm``, ``-Xmx2G``) and the same jar and paraphrase table, so the scores are
+identical on the same strings. What differs is the plumbing, which fixes the wrapper's known failures:
+
+* **Sanitised input on both sides.** ``|||`` is removed and every run of whitespace (newlines included)
+  becomes one space, for hypotheses *and* references. pycocoevalcap cleans only the hypothesis, so a newline
+  in a reference desynchronises the protocol (``ValueError: could not convert string to float``) and a
+  ``|||`` inside a reference silently splits it into two references.
+* **One JVM per process, reused.** Loading the paraphrase table takes about 10 s; ``get_meteor()`` returns a
+  module-level scorer whose JVM starts on ``start()`` (non-blocking, so callers start it early) and stays
+  warm across calls, e.g. for validation during training.
+* **No deadlocks.** The lock is held in a ``with`` block; reading has a watchdog: when the JVM sends nothing
+  for ``timeout`` seconds, or dies, it is killed, restarted and the call is retried once, then a
+  ``MetricError`` says what happened (with the JVM's last stderr lines).
+* **Pipelined.** All ``SCORE`` lines are written by a writer thread while the caller reads answers in large
+  chunks, instead of one round trip per item, so the GIL is taken rarely and other Python work (the other
+  metrics, the labeler) runs in parallel (``submit()`` scores in a background thread).
+* **Clean shutdown.** ``close()`` (also registered with ``atexit``) closes stdin and kills the JVM without
+  waiting on a lock that an interrupted call could still hold.
+* A missing ``java`` is a one-line ``MetricError`` ("install a Java runtime ... or pass --no-meteor").
+
+``meteor_from_stats`` re-implements the jar's scoring of (summed) statistics in numpy, so a bootstrap
+resample or a permutation of two systems gets its METEOR without re-running the aligner; it equals the
+jar's EVAL output to about 1e-15 (tests compare them).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import queue
+import subprocess
+import threading
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from mrg.errors import MetricError
+from mrg.metrics.java import find_java, pycocoevalcap_file
+
+STATS_LENGTH = 23
+"""Columns of a METEOR 1.5 statistics line (see ``meteor_from_stats``)."""
+MODULE_WEIGHTS = (1.0, 0.6, 0.8, 0.6)
+"""Weights of the exact, stem, synonym and paraphrase stages (task 'rank', language 'en')."""
+ALPHA, BETA, GAMMA, DELTA = 0.85, 0.2, 0.6, 0.75
+"""The jar's default parameters for English ('Task: Ranking')."""
+DEFAULT_TIMEOUT = 300.0
+"""Seconds without any answer from the JVM before the watchdog restarts it (loading takes ~10-30 s)."""
+
+
+def sanitize(text: str) -> str:
+    """Make a text safe for the jar's line protocol: ``|||`` removed, whitespace runs (newlines too) -> one space."""
+    return " ".join(text.replace("|||", "").split())
+
+
+@dataclass
+class MeteorResult:
+    """The jar's corpus score, per-item scores and per-item statistics."""
+
+    score: float
+    item_scores: np.ndarray
+    """(items,) the segment scores of the EVAL answer."""
+    stats: np.ndarray
+    """(items, 23) the statistics lines of the SCORE answers."""
+
+    def aggregable_stats(self) -> np.ndarray:
+        """Statistics to sum over items: a perfectly matched item contributes no chunks (as the jar aggregates)."""
+        return aggregable(self.stats)
+
+
+def aggregable(stats: np.ndarray) -> np.ndarray:
+    """Copy of per-item ``stats`` with the chunk count zeroed where the jar's ``addStats`` skips it."""
+    stats = np.array(stats, dtype=np.float64, copy=True)
+    if stats.size == 0:
+        return stats.reshape(-1, STATS_LENGTH)
+    test_total = stats[:, 4:20:4].sum(axis=1) + stats[:, 6:20:4].sum(axis=1)
+    ref_total = stats[:, 5:20:4].sum(axis=1) + stats[:, 7:20:4].sum(axis=1)
+    perfect = (test_total == stats[:, 0]) & (ref_total == stats[:, 1]) & (stats[:, 20] == 1.0)
+    stats[perfect, 20] = 0.0
+    return stats
+
+
+def meteor_from_stats(stats: np.ndarray) -> np.ndarray:
+    """METEOR of statistics (..., 23), following the jar's ``MeteorScorer.computeMetrics`` step by step.
+
+    Columns: test length, reference length, test and reference function words, then per stage (exact, stem,
+    synonym, paraphrase) the test content, reference content, test function and reference function matches,
+    then chunks, test word matches, reference word matches. Pass per-item rows for segment scores, or the
+    sum of ``aggregable`` rows for a corpus score.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    test_len, ref_len = stats[..., 0], stats[..., 1]
+    test_func, ref_func = stats[..., 2], stats[..., 3]
+    chunks, test_words, ref_words = stats[..., 20], stats[..., 21], stats[..., 22]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        test_weighted_len = (DELTA * (test_len - test_func)) + ((1.0 - DELTA) * test_func)
+        ref_weighted_len = (DELTA * (ref_len - ref_func)) + ((1.0 - DELTA) * ref_func)
+        test_matches = np.zeros(stats.shape[:-1])
+        ref_matches = np.zeros(stats.shape[:-1])
+        test_total = np.zeros(stats.shape[:-1])
+        ref_total = np.zeros(stats.shape[:-1])
+        for stage, weight in enumerate(MODULE_WEIGHTS):
+            test_matches = test_matches + stats[..., 4 + 4 * stage] * weight * DELTA
+        for stage, weight in enumerate(MODULE_WEIGHTS):
+            ref_matches = ref_matches + stats[..., 5 + 4 * stage] * weight * DELTA
+        for stage, weight in enumerate(MODULE_WEIGHTS):
+            test_matches = test_matches + stats[..., 6 + 4 * stage] * weight * (1.0 - DELTA)
+        for stage, weight in enumerate(MODULE_WEIGHTS):
+            ref_matches = ref_matches + stats[..., 7 + 4 * stage] * weight * (1.0 - DELTA)
+        for stage in range(len(MODULE_WEIGHTS)):
+            test_total = test_total + stats[..., 4 + 4 * stage] + stats[..., 6 + 4 * stage]
+            ref_total = ref_total + stats[..., 5 + 4 * stage] + stats[..., 7 + 4 * stage]
+        precision = test_matches / test_weighted_len
+        recall = ref_matches / ref_weighted_len
+        f_mean = 1.0 / (((1.0 - ALPHA) / precision) + (ALPHA / recall))
+        perfect = (test_total == test_len) & (ref_total == ref_len) & (chunks == 1)
+        frag = np.where(perfect, 0.0, chunks / ((test_words + ref_words) / 2))
+        frag_penalty = GAMMA * np.power(frag, BETA)
+        score = f_mean * (1.0 - frag_penalty)
+    return np.where(np.isnan(score), 0.0, np.maximum(score, 0.0))
+
+
+# ------------------------------------------------------------------------------------------- the JVM
+
+
+class _JvmFailure(Exception):
+    """The JVM stopped answering, died, or answered something that is not a number."""
+
+
+class _JvmProcess:
+    """One running METEOR JVM with a chunked stdout reader and a stderr drain."""
+
+    def __init__(self, command: list[str], cwd: str) -> None:
+        try:
+            self.proc = subprocess.Popen(
+                command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as err:
+            raise MetricError(f"could not start Java for METEOR ({command[0]}: {err.strerror or err})") from None
+        self._lines: queue.Queue[list[bytes] | None] = queue.Queue()
+        self._pending: collections.deque[bytes] = collections.deque()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._writer: threading.Thread | None = None
+        threading.Thread(target=self._pump_stdout, name="meteor-stdout", daemon=True).start()
+        threading.Thread(target=self._pump_stderr, name="meteor-stderr", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        partial = b""
+        try:
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                *complete, partial = (partial + chunk).split(b"\n")
+                if complete:
+                    self._lines.put(complete)
+        except OSError:
+            pass
+        self._lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            for raw in self.proc.stderr:
+                self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+        except (OSError, ValueError):
+            pass
+
+    def write(self, data: bytes) -> None:
+        """Write in a background thread, so a JVM that stops reading cannot block the caller."""
+        self.join_writer(timeout=None)
+
+        def _write() -> None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass  # the JVM died; the reader sees end-of-file and reports it
+
+        self._writer = threading.Thread(target=_write, name="meteor-stdin", daemon=True)
+        self._writer.start()
+
+    def join_writer(self, timeout: float | None) -> None:
+        if self._writer is not None:
+            self._writer.join(timeout)
+            self._writer = None
+
+    def readline(self, timeout: float) -> str:
+        """The next answer line; ``_JvmFailure`` when none comes within ``timeout`` s or the JVM exits."""
+        if not self._pending:
+            try:
+                batch = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise _JvmFailure(f"sent nothing for {timeout:g} s") from None
+            if batch is None:
+                self._lines.put(None)  # keep reporting end-of-file
+                code = self.proc.poll()
+                raise _JvmFailure(f"exited (code {code})" if code is not None else "closed its output")
+            self._pending.extend(batch)
+        return self._pending.popleft().decode("utf-8", "replace").strip()
+
+    def kill(self) -> None:
+        for stream in (self.proc.stdin,):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kill that does not take
+            pass
+
+
+_INSTANCES: weakref.WeakSet[MeteorScorer] = weakref.WeakSet()
+
+
+class MeteorScorer:
+    """METEOR 1.5 in a JVM that starts once and serves every call of this process (thread-safe)."""
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, memory: str = "2G", retries: int = 1) -> None:
+        """
+        Args:
+            timeout: seconds without an answer before the JVM is killed and restarted.
+            memory: the JVM heap limit (pycocoevalcap uses 2G).
+            retries: how often a call is retried on a restarted JVM before it fails.
+        """
+        self.timeout = float(timeout)
+        self.memory = memory
+        self.retries = int(retries)
+        self.restarts = 0
+        """How many times the watchdog restarted the JVM (for logs and tests)."""
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._process: _JvmProcess | None = None
+        _INSTANCES.add(self)
+
+    # -------------------------------------------------------------------------------- lifecycle
+
+    def command(self) -> tuple[list[str], str]:
+        """The JVM command line and working directory (raises ``MetricError`` when Java or the jar is missing)."""
+        java = find_java("METEOR", "or pass --no-meteor to skip it")
+        jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
+        pycocoevalcap_file("meteor", "data", "paraphrase-en.gz")  # the jar refuses to start without it
+        command = [java, "-Dfile.encoding=UTF-8", "-jar", f"-Xmx{self.memory}", str(jar), "-", "-", "-stdio",
+                   "-l", "en", "-norm"]
+        return command, str(jar.parent)
+
+    def start(self) -> None:
+        """Start the JVM in the background if it is not running (returns at once; loading continues)."""
+        with self._start_lock:
+            if self._process is None or self._process.proc.poll() is not None:
+                command, cwd = self.command()
+                self._process = _JvmProcess(command, cwd)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running JVM (None when not started)."""
+        return None if self._process is None else self._process.pid
+
+    def close(self) -> None:
+        """Stop the JVM. Safe to call twice, from ``atexit``, or while a call is stuck."""
+        with self._start_lock:
+            process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------- scoring
+
+    def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MeteorResult:
+        """Score ``predictions`` against ``references`` (a list of strings per item); blocks until done.
+
+        Raises:
+            MetricError: Java or the jar is missing, or the JVM failed twice in a row.
+        """
+        if len(predictions) != len(references):
+            raise MetricError(f"{len(predictions)} predictions but {len(references)} reference lists; they must pair up")
+        if not predictions:
+            return MeteorResult(0.0, np.zeros(0), np.zeros((0, STATS_LENGTH)))
+        lines = []
+        for hypothesis, refs in zip(predictions, references, strict=True):
+            if isinstance(refs, str) or not refs:
+                raise MetricError("every item needs a non-empty list of references for METEOR")
+            lines.append("SCORE ||| " + " ||| ".join(sanitize(r) for r in refs) + " ||| " + sanitize(hypothesis) + "\n")
+        payload = "".join(lines).encode("utf-8")
+        with self._lock:
+            failures: list[str] = []
+            while True:
+                self.start()
+                process = self._process
+                assert process is not None
+                try:
+                    return self._exchange(process, payload, len(lines))
+                except _JvmFailure as failure:
+                    tail = " | ".join(list(process.stderr_tail)[-3:])
+                    failures.append(str(failure) + (f" (stderr: {tail})" if tail else ""))
+                    self.close()
+                    if len(failures) > self.retries:
+                        raise MetricError(
+                            "METEOR's Java process failed " + f"{len(failures)} times: " + "; ".join(failures)
+                            + ". Check that Java works ('java -version') and has 2 GB of memory, or pass --no-meteor"
+                        ) from None
+                    self.restarts += 1
+
+    def _exchange(self, process: _JvmProcess, payload: bytes, count: int) -> MeteorResult:
+        process.write(payload)
+        stats_lines = [process.readline(self.timeout) for _ in range(count)]
+        process.join_writer(self.timeout)
+        stats = np.array([_parse_numbers(line, STATS_LENGTH) for line in stats_lines], dtype=np.float64)
+        process.write(("EVAL ||| " + " ||| ".join(stats_lines) + "\n").encode("utf-8"))
+        item_scores = np.array([_parse_numbers(process.readline(self.timeout), 1)[0] for _ in range(count)])
+        score = _parse_numbers(process.readline(self.timeout), 1)[0]
+        process.join_writer(self.timeout)
+        return MeteorResult(score=score, item_scores=item_scores, stats=stats)
+
+    def submit(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Future[MeteorResult]:
+        """Score in a background thread; the returned future holds the result or the ``MetricError``."""
+        future: Future[MeteorResult] = Future()
+
+        def _run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(self.score(predictions, references))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(err)
+
+        threading.Thread(target=_run, name="meteor-feeder", daemon=True).start()
+        return future
+
+
+def _parse_numbers(line: str, expected: int) -> list[float]:
+    try:
+        values = [float(v) for v in line.split()]
+    except ValueError:
+        values = []
+    if len(values) != expected:
+        raise _JvmFailure(f"answered {line[:80]!r} instead of {expected} number(s)")
+    return values
+
+
+_SINGLETON: MeteorScorer | None = None
+_SINGLETON_LOCK = threading.Lock()
+
+
+def get_meteor(*, timeout: float | None = None) -> MeteorScorer:
+    """The process-wide scorer (created on first use; its JVM starts on ``start()`` or the first call).
+
+    Args:
+        timeout: when given, the watchdog timeout from now on.
+    """
+    global _SINGLETON
+    with _SINGLETON_LOCK:
+        if _SINGLETON is None:
+            _SINGLETON = MeteorScorer()
+        if timeout is not None:
+            _SINGLETON.timeout = float(timeout)
+        return _SINGLETON
+
+
+def meteor_score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MeteorResult:
+    """METEOR with the process-wide warm JVM."""
+    return get_meteor().score(predictions, references)
+
+
+@atexit.register
+def _close_all() -> None:
+    for scorer in list(_INSTANCES):
+        scorer.close()

@@ -123,6 +123,17 @@ def test_file_missing_from_sha256sums(release: SyntheticRelease, server: PhysioN
     assert result.exit_code == 1 and f"{image} is not listed" in _one_error_line(result.stderr)
 
 
+def test_login_page_instead_of_sha256sums(server: PhysioNetServer, tmp_path: Path, run_cli) -> None:
+    server.replace["/files/mimic-cxr-jpg/2.1.0/SHA256SUMS.txt"] = b"<!DOCTYPE html><html>Log in</html>"
+    result = run_cli(*_download_args(server, tmp_path), env=GOOD)
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert "sent a web page" in line and "data use agreement" in line
+    assert not (tmp_path / "cache" / "physionet" / "mimic-cxr-jpg" / "2.1.0" / "SHA256SUMS.txt").exists()
+    del server.replace["/files/mimic-cxr-jpg/2.1.0/SHA256SUMS.txt"]
+    assert run_cli(*_download_args(server, tmp_path), env=GOOD).exit_code == 0
+
+
 def test_limit_studies_downloads_only_the_subset(release: SyntheticRelease, server: PhysioNetServer, tmp_path: Path,
                                                  run_cli) -> None:
     result = run_cli(*_download_args(server, tmp_path, "--limit-studies", "1", "--unit", "study"), env=GOOD)

@@ -614,7 +614,24 @@ class Downloader:
                 self._download(project, [DownloadJob(project.file_url(project.checksums), path,
                                                      description=f"{project.name} {project.checksums}")],
                                f"{project.name} checksums")
-            self._sums[project.name] = parse_sha256sums(path)
+            try:
+                sums = parse_sha256sums(path)
+            except DataError as err:
+                # a login page served with 200, or a damaged cache: drop it so the next run fetches it again
+                head = path.read_bytes()[:512].lstrip().lower()
+                path.unlink(missing_ok=True)
+                if head.startswith((b"<!doctype", b"<html", b"<")):
+                    raise DataError(
+                        f"{project.file_url(project.checksums)}: the server sent a web page (a login page?) instead "
+                        f"of the checksum list; check the credentials and that the data use agreement is signed at "
+                        f"{project.page}, then run again"
+                    ) from None
+                raise DataError(f"{err} (the file was removed; run again to download it afresh)") from None
+            if not sums:
+                path.unlink(missing_ok=True)
+                raise DataError(f"{project.file_url(project.checksums)}: the checksum list is empty; run again, "
+                                "and check --base-url if it stays empty")
+            self._sums[project.name] = sums
         return self._sums[project.name]
 
     def digest(self, project: Project, rel: str) -> str:

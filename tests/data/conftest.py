@@ -332,3 +332,42 @@ def iu_env(file_server: FileServer, openi_archives: OpeniArchives, tmp_path: Pat
     monkeypatch.setenv("MRG_DATA_MANIFESTS", str(manifests))
     monkeypatch.delenv("MRG_IU_XRAY_BASE_URL", raising=False)
     return IUEnv(file_server, openi_archives, manifests, tmp_path / "cache")
+
+
+# ------------------------------------------------------------------------------- tokenize fixtures
+
+TOKENIZE_REPORTS = {
+    "train": ["The heart is normal. The lungs are clear.", "The heart is enlarged. No effusion.",
+              "The lungs are clear. No pneumothorax.", "Heart normal. 2. Lungs clear."],
+    "val": ["The heart is normal. Small effusion."],
+    "test": ["Lungs are hyperinflated. The heart is normal.", "Cardiomegaly."],
+}
+
+
+def make_dataset(root: Path, reports: dict[str, list[str]] | None = None) -> Path:
+    """A prepared dataset (no images) in R2Gen IU cleaning, written with the real writer."""
+    from mrg.data.prepared import Study, prepare_output_dir, write_prepared_dataset
+
+    reports = TOKENIZE_REPORTS if reports is None else reports
+    source = {"kind": "test-tokenize"}
+    prepare_output_dir(root, source, force=False)
+    studies = [Study(id=f"{split}{i}", split=split, report=text, image_paths=[])
+               for split, texts in reports.items() for i, text in enumerate(texts)]
+    write_prepared_dataset(root, studies, source=source, protocol={"name": "unit"}, normalize="r2gen-iu",
+                           check_images=False)
+    return root
+
+
+def make_tokenizer(folder: Path) -> Path:
+    """A tiny word-level HF tokenizer that adds <s> ... </s>, saved with save_pretrained."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(["the heart is normal .", "lungs are clear . no effusion"],
+                            trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<pad>").save_pretrained(folder)
+    return folder

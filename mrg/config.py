@@ -169,8 +169,8 @@ class TrainConfig:
     """Linear warm-up steps before the cosine decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold (0 disables clipping)."""
-    precision: Literal["no", "bf16", "fp16"] = "bf16"
-    """Mixed precision under accelerate."""
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Mixed precision of the trainable parts under accelerate (fp16 needs a GPU; bf16 is R2GenGPT's fix for NaNs)."""
     log_every: int = 10
     """Optimizer steps between log lines."""
     val_every: int = 0
@@ -180,7 +180,11 @@ class TrainConfig:
     save_every: int = 0
     """Optimizer steps between checkpoints; 0 saves at each validation and at the end."""
     keep_last: int = 2
-    """Step checkpoints to keep besides ``best``."""
+    """Step checkpoints to keep besides ``best`` (0 keeps every checkpoint)."""
+    sanity_val_batches: int = 2
+    """Validation batches generated and scored before training starts, so a broken validation fails in seconds (0: skip)."""
+    find_unused_parameters: bool = False
+    """DDP: tolerate trainable parameters that get no gradient in a step (slower; only for models that need it)."""
     select: dict[str, float] = field(default_factory=lambda: {"bleu_4": 0.5, "cider": 0.5})
     """Weights of the validation score that chooses the best checkpoint (R2GenGPT: 0.5 BLEU-4 + 0.5 CIDEr)."""
     trackers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
@@ -210,7 +214,9 @@ class GenerateConfig:
     batch_size: int = 12
     """Studies per generation batch on one process."""
     seed: int = 0
-    """Seed for sampling."""
+    """Seed for sampling (each batch is seeded from it and the batch's first index, so output is reproducible)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision while generating; auto follows ``train.precision`` of the run."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -583,6 +589,28 @@ def validate(cfg: Any) -> list[str]:
             problems.append("'model.stage' is 2 but 'model.init_from' is not set; point it at a stage-1 run directory")
         if not t.select:
             problems.append("'train.select' needs at least one metric weight, e.g. {bleu_4: 0.5, cider: 0.5}")
+        non_negative = {
+            "train.warmup_steps": t.warmup_steps,
+            "train.save_every": t.save_every,
+            "train.keep_last": t.keep_last,
+            "train.sanity_val_batches": t.sanity_val_batches,
+            "train.max_grad_norm": t.max_grad_norm,
+            "train.weight_decay": t.weight_decay,
+            "train.min_lr": t.min_lr,
+        }
+        for key, value in non_negative.items():
+            if value < 0:
+                problems.append(f"'{key}' must not be negative, got {value}")
+        if t.log_every < 1:
+            problems.append(f"'train.log_every' must be at least 1, got {t.log_every}")
+        if t.val_every < -1:
+            problems.append(f"'train.val_every' must be -1 (never), 0 (each epoch) or a step count, got {t.val_every}")
+        if t.val_subset is not None and t.val_subset < 1:
+            problems.append(f"'train.val_subset' must be at least 1 or null (the whole split), got {t.val_subset}")
+        if g.strategy == "sample" and g.temperature <= 0:
+            problems.append(f"'generate.temperature' must be positive for sampling, got {g.temperature}")
+        if not 0 < g.top_p <= 1:
+            problems.append(f"'generate.top_p' must be in (0, 1], got {g.top_p}")
         unknown_trackers = sorted(set(t.trackers) - {"csv", "tensorboard"})
         if unknown_trackers:
             problems.append(f"'train.trackers' accepts csv and tensorboard, got {', '.join(unknown_trackers)}")

@@ -23,7 +23,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,8 @@ class Study:
         entry.update({"report": self.report, "image_path": rel, "split": self.split})
         return entry
 
+
+_STUDY_FIELDS = tuple(f.name for f in fields(Study))
 
 # ------------------------------------------------------------------------------------ output folder state
 
@@ -187,7 +189,8 @@ def write_prepared_dataset(
 
     annotation = {split: [s.annotation_entry() for s in rows if s.split == split] for split in SPLITS}
     write_json_atomic(out_dir / "annotation.json", annotation, indent=None)
-    write_jsonl_atomic(out_dir / "studies.jsonl", (asdict(s) for s in rows))
+    # a shallow dict per study: dataclasses.asdict deep-copies, which is half the time of a 270k-entry run
+    write_jsonl_atomic(out_dir / "studies.jsonl", ({f: getattr(s, f) for f in _STUDY_FIELDS} for s in rows))
 
     counts = Counter(s.split for s in rows)
     record = {

@@ -238,6 +238,52 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LMConfig:
+    """``mrg train-lm``: a small Llama-style causal LM and BPE tokenizer trained on a dataset's reports.
+
+    Each training sequence is laid out exactly like the report model's input, with the context (the
+    labeler's findings as tag tokens) where the visual tokens will later sit and nothing where the
+    prompt will sit. A frozen LM trained on reports alone learns to ignore everything before the
+    report, so no soft prompt could steer it (../shared/notes/frozen-lm-conditioning.md).
+    """
+
+    vocab_size: int = 1024
+    """BPE vocabulary size (byte-level, so any text encodes)."""
+    hidden_size: int = 128
+    """Model width D."""
+    num_layers: int = 2
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 384
+    """MLP width."""
+    max_position_embeddings: int = 512
+    """Longest input the LM accepts (template + visual tokens + prompt + report)."""
+    max_report_tokens: int = 100
+    """Report tokens per training sequence, EOS included."""
+    steps: int = 600
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Sequences per step."""
+    lr: float = 3e-3
+    """Peak learning rate (AdamW, linear warm-up, cosine decay to 1% of it)."""
+    warmup_steps: int = 30
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices."""
+    context: Literal["labels", "none"] = "labels"
+    """labels: tag tokens of the findings the in-project labeler reads in each report; none: no context."""
+    context_dropout: float = 0.15
+    """Share of training sequences whose context is removed, so the LM also writes reports without it."""
+    instruction: str = LLMConfig.instruction
+    """The instruction of the report model's template (must match ``model.llm.instruction``)."""
+    position: Literal["before-image", "after-image", "after-instruction"] = "after-image"
+    """Where the report model's prompt sits (must match ``model.promptbook.position``)."""
+    seed: int = 0
+    """Seed for the tokenizer corpus order, the weights and the batches."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything a training run needs; saved as ``config.yaml`` in every run directory."""
 

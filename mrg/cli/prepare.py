@@ -25,7 +25,8 @@ def print_prepare_summary(record: dict[str, Any], out_dir: Any, *, skipped: bool
     title = f"{record['source'].get('kind', 'dataset')} -> {out_dir}"
     if skipped:
         title += " (already prepared; --force redoes it)"
-    table = Table(title=title, show_header=True, header_style="bold")
+    console.print(f"[bold]{title}[/]", soft_wrap=True)  # a table title would wrap to the table's width
+    table = Table(show_header=True, header_style="bold")
     table.add_column("split")
     table.add_column("entries", justify="right")
     for split, count in record["counts"].items():

@@ -33,12 +33,18 @@ The pipeline, one rule family per step (``docs/labeler.md`` has examples of each
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+from mrg.errors import DataError
+from mrg.files import atomic_write
 from mrg.metrics import labeler_lexicon as lex
 
 LABELER_NAME = "mrg-chexpert-rules"
@@ -346,3 +352,84 @@ def label_report(text: str) -> dict[str, float]:
 def label_reports(reports: Sequence[str]) -> list[dict[str, float]]:
     """Label many reports (see :func:`label_report`); a blank report gives ``{"No Finding": 1.0}`` as in CheXpert."""
     return [label_report(report) for report in reports]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The CheXpert labeler's file formats
+# ---------------------------------------------------------------------------------------------------
+
+REPORTS_COLUMN = "Reports"
+
+
+def read_reports_csv(path: str | os.PathLike[str]) -> list[str]:
+    """Reports from a headerless one-column CSV (the CheXpert labeler's input format), one per row.
+
+    Blank lines are skipped, as pandas does for the original; a report that contains commas, quotes or
+    newlines must be quoted (``"No effusion, no pneumothorax."``).
+
+    Raises:
+        DataError: the file is missing, not UTF-8, not valid CSV, has no reports, or a row has more than
+            one column.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory; expected a CSV file of reports") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8") from None
+    if text.startswith("\ufeff"):  # a byte-order mark from spreadsheet programs
+        text = text[1:]
+    reports = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if len(row) > 1:
+                raise DataError(
+                    f"{path}:{reader.line_num}: found {len(row)} columns, expected one report per row; "
+                    'quote reports that contain commas ("No effusion, no pneumothorax.")'
+                )
+            reports.append(row[0])
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({err}); check the quotes around that report") from None
+    if not reports:
+        raise DataError(f"{path}: no reports found; expected a headerless one-column CSV with one report per row")
+    return reports
+
+
+def format_label(value: float | None) -> str:
+    """A label as the CheXpert labeler writes it: ``1.0``, ``0.0``, ``-1.0`` or empty for blank."""
+    return "" if value is None else repr(float(value))
+
+
+def write_labels_csv(path: str | os.PathLike[str], reports: Sequence[str], labels: Sequence[dict[str, float]]) -> None:
+    """Write ``Reports`` plus the 14 observations in CheXpert order, atomically (the original's output format)."""
+    with atomic_write(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([REPORTS_COLUMN, *OBSERVATIONS])
+        for report, label in zip(reports, labels, strict=True):
+            writer.writerow([report, *(format_label(label.get(obs)) for obs in OBSERVATIONS)])
+
+
+def label_csv(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Label a CheXpert-format reports CSV and write the labelled CSV; returns the labels, one dict per report."""
+    reports = read_reports_csv(in_path)
+    labels = label_reports(reports)
+    write_labels_csv(out_path, reports, labels)
+    return labels
+
+
+def label_counts(labels: Sequence[dict[str, float]]) -> dict[str, dict[str, int]]:
+    """Per observation, how many reports are positive, negative, uncertain and blank."""
+    names = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
+    counts = {obs: {"positive": 0, "negative": 0, "uncertain": 0, "blank": 0} for obs in OBSERVATIONS}
+    for label in labels:
+        for obs in OBSERVATIONS:
+            value = label.get(obs)
+            counts[obs]["blank" if value is None else names[value]] += 1
+    return counts

@@ -257,6 +257,7 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
         r"\bplate-?like\b",  # mrg: "platelike atelectasis"
         r"\b(?:septal|kerley b?|b) lines\b",  # mrg: interstitial lines, not devices
         r"\bline of\b",
+        r"\bpleural lines?\b",  # mrg: the visceral pleural line of a pneumothorax
         r"\bmidline\b",
         r"\bskin (?:fold|line)",
     ),
@@ -340,7 +341,7 @@ CUES: tuple[Cue, ...] = (
         "Left effusion without change."),
     Cue("pseudo", "forward", r"\bgram[- ]negative\b", "gram negative", "Gram-negative pneumonia."),
     # --- pre-negation uncertainty (checked before negation)
-    Cue("pre_uncertain", "forward", r"\bcan ?not (?:be )?(?:entirely |completely |totally |definitely )?(?:exclude|rule out)d?\b",
+    Cue("pre_uncertain", "forward", r"\bcan ?not (?:entirely |completely |totally |definitely )?(?:exclude|rule out)\b",
         "cannot exclude", "Cannot exclude a small effusion."),
     Cue("pre_uncertain", "forward", r"\b(?:difficult|unable) to (?:exclude|rule out)\b", "difficult to exclude",
         "Difficult to exclude pneumonia."),
@@ -396,6 +397,8 @@ CUES: tuple[Cue, ...] = (
     Cue("negation", "backward", r"\babsent\b", "absent", "Pneumothorax is absent."),
     Cue("negation", "backward", r"\bnegative\b", "negative", "Lungs are clear, pneumothorax negative."),
     # --- post-negation uncertainty
+    Cue("uncertain", "backward", r"\b" + _MODAL + r" (?:also |possibly )?(?:be present|appear|be seen|have this appearance|exist)\b",
+        "could be present", "A small effusion could be present."),
     Cue("uncertain", "forward", _MODAL + r" (?:also |possibly |potentially )?(?:be |have been )?(?:represent|reflect|indicate|include|suggest|signify|relate|related|due|secondary|consistent|compatible|caused|the result)\w*(?: to| with| by| of)?\b",
         "may represent", "Opacity which may represent atelectasis."),
     Cue("uncertain", "forward", r"\b" + _MODAL + r"(?: be)?\b", "may be", "This may be pneumonia."),
@@ -419,8 +422,6 @@ CUES: tuple[Cue, ...] = (
     Cue("uncertain", "forward", r"\bsecondary to\b", "secondary to", "Effusion secondary to heart failure."),
     Cue("uncertain", "forward", r"\bless likely\b", "less likely", "Less likely pneumonia."),
     Cue("uncertain", "forward", r"\bobscur(?:ing|es|ation of)\b", "obscuring", "Overlying soft tissue obscuring a nodule."),
-    Cue("uncertain", "backward", r"\b" + _MODAL + r" (?:also |possibly )?(?:be present|appear|be seen|have this appearance|exist)\b",
-        "could be present", "A small effusion could be present."),
     Cue("uncertain", "backward", r"\b(?:poorly|incompletely|suboptimally) (?:evaluated|visualized|assessed|seen)\b",
         "poorly evaluated", "The retrocardiac region is poorly evaluated, atelectasis poorly evaluated."),
     Cue("uncertain", "both", r"\bobscured\b", "obscured", "The left effusion is obscured."),

@@ -225,16 +225,22 @@ class EvalConfig:
 
     protocol: Literal["r2gen", "coco", "raw"] = "r2gen"
     """r2gen: R2Gen cleaning on both sides, no PTB tokenizer; coco: PTB tokenizer; raw: text as given."""
+    normalize: Literal["auto", "r2gen-iu", "r2gen-mimic"] = "auto"
+    """R2Gen cleaner of the r2gen protocol; auto: the dataset's (prepare.json), else r2gen-iu."""
     ref_max_tokens: int | None = None
-    """Legacy habit: truncate references to this many words after cleaning (R2Gen: 60 IU / 100 MIMIC)."""
+    """Legacy habit: keep only the first N reference words after cleaning (R2Gen keeps 59 on IU X-ray, 99 on MIMIC-CXR)."""
     meteor: bool = True
     """Compute METEOR (needs Java)."""
+    meteor_timeout: float = 300.0
+    """Seconds without an answer from METEOR's JVM before it is killed and restarted."""
     clinical: bool = True
     """Compute clinical efficacy with the in-project CheXpert-style labeler."""
     bootstrap: int = 0
-    """Bootstrap resamples for 95% confidence intervals (0: none)."""
+    """Bootstrap resamples for confidence intervals (0: none); --compare uses this many resamples (1000 when 0)."""
+    confidence: float = 0.95
+    """Coverage of the bootstrap intervals."""
     seed: int = 0
-    """Seed for the bootstrap."""
+    """Seed for the bootstrap and the paired test."""
 
 
 @dataclass(frozen=True, kw_only=True)

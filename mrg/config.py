@@ -69,8 +69,10 @@ class EncoderConfig:
     """LoRA scaling numerator when ``trainable: lora``."""
     lora_dropout: float = 0.1
     """LoRA dropout when ``trainable: lora``."""
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    """Module names that get LoRA adapters when ``trainable: lora``."""
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value", "q_proj", "v_proj"])
+    """Linear layers that get LoRA adapters when ``trainable: lora`` (R2GenGPT: the attention query and value,
+    named query/value before transformers 5 and q_proj/v_proj since); names the backbone lacks are ignored,
+    but at least one must match."""
 
 
 @dataclass(frozen=True, kw_only=True)

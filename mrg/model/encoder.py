@@ -181,7 +181,7 @@ def load_backbone(name_or_path: str, *, features: str = "patch", option: str = "
     kwargs = {}
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-        model_class = AutoModel._model_mapping.get(type(config))
+        model_class = AutoModel._model_mapping[type(config)]
         if features == "patch" and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
             kwargs["add_pooling_layer"] = False  # ViT's pooler is unused in patch mode (and absent from many checkpoints)
     except Exception:  # let from_pretrained below report what is wrong

@@ -61,6 +61,9 @@ LLM_KINDS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "max_position_embeddings": 1024,
         "vocab_size": 1024,
+        # 5x Llama's 0.02: a random LM initialised at 0.02 gives near-uniform logits whatever its input,
+        # so soft prompts could barely move the loss; at 0.1 its output depends on its input as a trained LM's does
+        "initializer_range": 0.1,
         "bos": True,
         "eos": True,
         "pad": True,

@@ -1,0 +1,182 @@
+"""build_model: the one trainability declaration (every variant), LoRA encoder, stage 2, presets, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mrg.config import load_config
+from mrg.errors import CheckpointError, ConfigError
+from mrg.model.build import build_model, resolve_init_path, trainable_patterns
+
+MODES = ["none", "static", "prompt-wise", "promptbook-wise"]
+ENCODER = ["frozen", "lora", "full"]
+
+
+def _expected_trainable(names: list[str], mode: str, encoder: str, stage: int) -> set[str]:
+    """The rule of the issue, written independently of build.py."""
+    keep = set()
+    for name in names:
+        part = name.split(".")[0]
+        if part == "projector":
+            keep.add(name)
+        elif part == "promptbook" and mode != "none":
+            keep.add(name)
+        elif part == "encoder" and (encoder == "full" or (encoder == "lora" and ".lora_" in name)):
+            keep.add(name)
+        elif part == "llm" and stage == 2 and (".lora_A." in name or ".lora_B." in name):
+            keep.add(name)
+    return keep
+
+
+@pytest.mark.parametrize(("mode", "encoder", "stage"), list(itertools.product(MODES, ENCODER, [1, 2])))
+def test_trainable_names_per_variant(make_cfg, mode: str, encoder: str, stage: int) -> None:
+    overrides = [f"model.promptbook.mode={mode}", f"model.encoder.trainable={encoder}", f"model.stage={stage}"]
+    if stage == 2:
+        overrides.append("model.init_from=unused")
+    model = build_model(make_cfg(*overrides), load_init=False)
+    names = [n for n, _ in model.named_parameters()]
+    trainable = {n for n, _ in model.trainable_named_parameters()}
+    assert trainable == _expected_trainable(names, mode, encoder, stage)
+    # spot checks of exact names
+    assert "projector.proj.weight" in trainable
+    assert ("promptbook.book" in trainable) == (mode == "promptbook-wise")
+    assert ("promptbook.head.weight" in trainable) == (mode in ("prompt-wise", "promptbook-wise"))
+    assert ("promptbook.prompt" in trainable) == (mode in ("static", "prompt-wise"))
+    lora_q = "encoder.backbone.layers.0.attention.q_proj.lora_A.default.weight"
+    assert (lora_q in trainable) == (encoder == "lora")
+    assert ("encoder.backbone.layers.0.mlp.fc1.weight" in trainable) == (encoder == "full")
+    llm_lora = "llm.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    assert (llm_lora in trainable) == (stage == 2)
+    assert not any(n.startswith("llm.") and "lora_" not in n for n in trainable)  # never the LLM itself
+    assert set(model.trainable_state_dict()) == trainable
+
+
+def test_declaration_patterns() -> None:
+    cfg = load_config("tiny", ["model.encoder.trainable=lora", "model.stage=2", "model.init_from=x"])
+    assert trainable_patterns(cfg.model) == ["projector.*", "promptbook.*", "encoder.*lora_*", "llm.*lora_*"]
+
+
+def test_unused_backbone_parameters_stay_frozen(make_cfg) -> None:
+    model = build_model(make_cfg("model.encoder.name_or_path=random:dinov2"))
+    trainable = {n for n, _ in model.trainable_named_parameters()}
+    assert "encoder.backbone.embeddings.mask_token" not in trainable
+    assert "encoder.backbone.embeddings.patch_embeddings.projection.weight" in trainable
+    assert model.encoder.unused_parameters == frozenset({"embeddings.mask_token"})
+
+
+def test_build_is_deterministic_and_leaves_the_global_rng(make_cfg) -> None:
+    state = torch.get_rng_state()
+    a = build_model(make_cfg()).trainable_state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    b = build_model(make_cfg()).trainable_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_image_settings_come_from_the_backbone(make_cfg) -> None:
+    vit = build_model(make_cfg())
+    assert vit.image_settings.image_mean == (0.5, 0.5, 0.5)  # the random ViT ships a ViT-style processor config
+    swin = build_model(make_cfg("model.encoder.name_or_path=random:swin"))
+    assert swin.image_settings.image_mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def _train(model, batch, steps: int = 3) -> None:
+    optimizer = torch.optim.Adam([p for _, p in model.trainable_named_parameters()], lr=1e-2)
+    for _ in range(steps):
+        loss = model(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_lora_encoder_trains_only_adapters(make_cfg, tiny_batch) -> None:
+    model = build_model(make_cfg("model.encoder.trainable=lora"))
+    base = model.encoder.backbone.layers[0].attention.q_proj
+    before_base, before_b = base.base_layer.weight.clone(), base.lora_B.default.weight.clone()
+    _train(model, tiny_batch)
+    assert torch.equal(base.base_layer.weight, before_base)
+    assert not torch.equal(base.lora_B.default.weight, before_b)
+
+
+def test_bad_lora_targets_list_candidates(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"model\.encoder\.lora_targets=\['qkv'\]: no linear layer.*candidates: .*q_proj"):
+        build_model(make_cfg("model.encoder.trainable=lora", "model.encoder.lora_targets=qkv"))
+
+
+def _stage1_run(make_cfg, tiny_batch, run_dir: Path) -> dict[str, torch.Tensor]:
+    model = build_model(make_cfg())
+    _train(model, tiny_batch, steps=2)
+    state = {k: v.contiguous() for k, v in model.trainable_state_dict().items()}
+    (run_dir / "step-000002").mkdir(parents=True)
+    save_file(state, str(run_dir / "step-000002" / "trainable.safetensors"))
+    return state
+
+
+def test_stage2_starts_from_stage1_and_trains_llm_lora(make_cfg, tiny_batch, tmp_path: Path) -> None:
+    run_dir = tmp_path / "stage1"
+    stage1 = _stage1_run(make_cfg, tiny_batch, run_dir)
+    os.symlink("step-000002", run_dir / "last")
+    model = build_model(make_cfg("model.stage=2", f"model.init_from={run_dir}"))
+    state = model.trainable_state_dict()
+    assert all(torch.equal(state[k], v) for k, v in stage1.items())  # stage-1 weights loaded
+    llm_lora = {k for k in state if k.startswith("llm.")}
+    assert llm_lora and all("lora_" in k for k in llm_lora)
+    q = model.llm.model.model.layers[0].self_attn.q_proj
+    frozen_before, lora_before = q.base_layer.weight.clone(), q.lora_B.default.weight.clone()
+    assert q.lora_B.default.weight.dtype == torch.float32
+    model.train()
+    assert q.lora_dropout.default.training and not q.base_layer.training  # adapter dropout on, LLM in eval
+    _train(model, tiny_batch)
+    assert torch.equal(q.base_layer.weight, frozen_before)
+    assert not torch.equal(q.lora_B.default.weight, lora_before)
+
+
+def test_init_from_resolution(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "step-000004").mkdir(parents=True)
+    (run / "step-000009").mkdir()
+    for step in ("step-000004", "step-000009"):
+        (run / step / "trainable.safetensors").write_bytes(b"x")
+    assert resolve_init_path(str(run)) == run / "step-000009" / "trainable.safetensors"  # newest step
+    (run / "best").write_text("step-000004\n")  # a pointer file
+    assert resolve_init_path(str(run)) == run / "step-000004" / "trainable.safetensors"
+    assert resolve_init_path(str(run / "step-000009")) == run / "step-000009" / "trainable.safetensors"
+    assert resolve_init_path(str(run / "step-000009" / "trainable.safetensors")).name == "trainable.safetensors"
+    with pytest.raises(CheckpointError, match="no such file or directory"):
+        resolve_init_path(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="found no trainable.safetensors"):
+        resolve_init_path(str(tmp_path / "empty"))
+
+
+def test_stage2_rejects_mismatched_or_corrupt_stage1(make_cfg, tiny_batch, tmp_path: Path) -> None:
+    run_dir = tmp_path / "stage1"
+    _stage1_run(make_cfg, tiny_batch, run_dir)
+    with pytest.raises(CheckpointError, match=r"stage-1 weights do not match this model \(missing .*promptbook\.prompt"):
+        build_model(make_cfg("model.stage=2", f"model.init_from={run_dir}", "model.promptbook.mode=static"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        build_model(make_cfg("model.stage=2", f"model.init_from={corrupt}"))
+
+
+def test_unloadable_llm_names_the_option(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.llm\.name_or_path: cannot load the tokenizer"):
+        build_model(make_cfg(f"model.llm.name_or_path={tmp_path / 'no-llm'}"))
+
+
+@pytest.mark.parametrize("preset", ["iu_xray", "mimic_cxr"])
+def test_paper_presets(preset: str) -> None:
+    cfg = load_config(preset)
+    assert cfg.model.encoder.name_or_path == "microsoft/swin-base-patch4-window7-224"
+    assert cfg.model.llm.name_or_path == "meta-llama/Llama-2-7b-chat-hf"
+    assert cfg.model.promptbook.mode == "promptbook-wise"
+    assert cfg.generate.num_beams == 3 and cfg.generate.repetition_penalty == 2.0
+    expected = {"iu_xray": (60, 40, 100, 15), "mimic_cxr": (100, 80, 120, 5)}[preset]
+    got = (cfg.model.max_report_tokens, cfg.generate.min_new_tokens, cfg.generate.max_new_tokens, cfg.train.epochs)
+    assert got == expected

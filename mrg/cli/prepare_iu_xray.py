@@ -31,13 +31,13 @@ def iu_xray_cmd(
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="Where downloads are kept [default: $MRG_CACHE_DIR/iu_xray or "
+        typer.Option("--cache-dir", help="Where downloads are kept \\[default: $MRG_CACHE_DIR/iu_xray or "
                      "~/.cache/mrg/iu_xray]; an interrupted download resumes from here.", rich_help_panel=_PANEL_SOURCE),
     ] = None,
     base_url: Annotated[
         str | None,
         typer.Option("--base-url", envvar="MRG_IU_XRAY_BASE_URL", help="Where the two archives are downloaded from "
-                     "[default: https://openi.nlm.nih.gov/imgs/collections].", rich_help_panel=_PANEL_SOURCE),
+                     "\\[default: https://openi.nlm.nih.gov/imgs/collections].", rich_help_panel=_PANEL_SOURCE),
     ] = None,
     skip_images: Annotated[
         bool,
@@ -83,7 +83,7 @@ def iu_xray_cmd(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", help="Processes that resize images with --image-size [default: CPU count, at "
+        typer.Option("--workers", help="Processes that resize images with --image-size \\[default: CPU count, at "
                      "most 8].", rich_help_panel=_PANEL_IMAGES),
     ] = None,
     force: ForceOpt = False,

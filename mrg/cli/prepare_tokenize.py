@@ -28,12 +28,12 @@ def tokenize_cmd(
     ] = None,
     threshold: Annotated[
         int | None,
-        typer.Option("--threshold", help="Minimum count of an R2Gen vocabulary token [default: R2Gen's, 3 for IU "
+        typer.Option("--threshold", help="Minimum count of an R2Gen vocabulary token \\[default: R2Gen's, 3 for IU "
                      "X-ray, 10 for MIMIC-CXR].", min=1),
     ] = None,
     max_length: Annotated[
         int | None,
-        typer.Option("--max-length", help="Length above which a report counts as truncated [default: R2Gen's "
+        typer.Option("--max-length", help="Length above which a report counts as truncated \\[default: R2Gen's "
                      "max_seq_length, 60 for IU X-ray, 100 for MIMIC-CXR and others].", min=1),
     ] = None,
     force: ForceOpt = False,

@@ -33,7 +33,7 @@ from typing import Any
 
 from mrg.console import info, make_progress, warn
 from mrg.data.archive import archive_kind, iter_archive_members
-from mrg.data.download import download_file, verify_file
+from mrg.data.download import download_file, redact_url, verify_file
 from mrg.data.prepared import (
     MARKER_NAME,
     SPLITS,
@@ -364,11 +364,11 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
     """
     from mrg.data.images import load_image, resize_keep_aspect
 
-    try:
-        data = Path(source).read_bytes() if isinstance(source, str) else source
-    except OSError as err:
-        return f"{label}: cannot read ({err.strerror}); check the file's permissions"
     if size is None:
+        try:
+            data = Path(source).read_bytes() if isinstance(source, str) else source
+        except OSError as err:
+            return f"{label}: cannot read ({err.strerror}); check the file's permissions"
         problem = _verify_png_bytes(data)
         if problem:
             return f"{label}: not a readable PNG image ({problem})"
@@ -377,12 +377,17 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
         return None
     first = Path(dests[0])
     first.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.png", dir=first.parent)
+    tmp_src: str | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        if isinstance(source, str):
+            image_file = source
+        else:  # archive bytes: load_image reads files, so the member goes to a temporary file first
+            fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.png", dir=first.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(source)
+            image_file = tmp_src
         try:
-            img = resize_keep_aspect(load_image(tmp_src), size)
+            img = resize_keep_aspect(load_image(image_file), size)
         except DataError as err:
             reason = str(err).split(": ", 1)[-1]
             return f"{label}: {reason}"
@@ -391,7 +396,8 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
         for dest in dests:
             _write_atomic_bytes(Path(dest), buffer.getvalue())
     finally:
-        Path(tmp_src).unlink(missing_ok=True)
+        if tmp_src is not None:
+            Path(tmp_src).unlink(missing_ok=True)
     return None
 
 
@@ -522,6 +528,7 @@ class _Inputs:
     images_kind: str | None = None  # "archive" | "folder"
     checksums: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
 
 
 def _first_member_suffix(archive: Path) -> str:
@@ -700,13 +707,15 @@ def _acquire(opts: IUXrayOptions) -> _Inputs:
         f"{base}/{REPORTS_ARCHIVE}", cache / REPORTS_ARCHIVE, expected_size=official["size"],
         sha256=official["sha256"], md5=official["md5"], retries=opts.retries, description=REPORTS_ARCHIVE,
     )
-    inputs = _Inputs(reports=reports_path, checksums={REPORTS_ARCHIVE: official["sha256"]})
+    inputs = _Inputs(reports=reports_path, checksums={REPORTS_ARCHIVE: official["sha256"]},
+                     urls={REPORTS_ARCHIVE: f"{base}/{REPORTS_ARCHIVE}"})
     if not opts.skip_images:
         png_path = download_file(
             f"{base}/{IMAGES_ARCHIVE}", cache / IMAGES_ARCHIVE, expected_size=png_record.get("size"),
             sha256=png_sha, md5=png_record.get("md5"), retries=opts.retries, description=IMAGES_ARCHIVE,
         )
         inputs.images, inputs.images_kind = png_path, "archive"
+        inputs.urls[IMAGES_ARCHIVE] = f"{base}/{IMAGES_ARCHIVE}"
         digest = png_sha or sha256_file(png_path)
         inputs.checksums[IMAGES_ARCHIVE] = digest
         if not png_sha:
@@ -811,6 +820,8 @@ def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
         excluded=selection.excluded,
         missing_from_source=len(selection.missing_from_source),
     )
+    if inputs.urls:
+        protocol["downloaded_from"] = {name: redact_url(url) for name, url in inputs.urls.items()}
     record = write_prepared_dataset(
         out, selection.studies, source=source, protocol=protocol, normalize="r2gen-iu", images=images,
         checksums=inputs.checksums, check_images=not opts.skip_images,

@@ -192,3 +192,16 @@ def test_agreement_with_iu_mesh_targets() -> None:
     for observation, target in labeler_agreement.TARGETS.items():
         assert table[observation]["f1"] >= target, (observation, table[observation])
     assert all(not math.isnan(row["f1"]) for row in table.values())
+
+
+# ---------------------------------------------------------------- the synthetic dataset's true labels
+
+
+def test_recovers_synthetic_truth_labels() -> None:
+    """The synthetic reports state their labels in plain clinical phrasing (negations, hedges, lists)."""
+    synthetic = pytest.importorskip("mrg.data.sources.synthetic")
+    cases = synthetic.sample_cases(400, seed=3)
+    composed = [synthetic.compose_report(case, 3) for case in cases]
+    labels = label_reports([findings for findings, _, _ in composed])
+    wrong = [(f, truth, got) for (f, _, truth), got in zip(composed, labels, strict=True) if got != truth]
+    assert not wrong, wrong[:3]

@@ -29,6 +29,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from mrg.data.chexpert import OBSERVATIONS  # noqa: E402
 from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, explain, label_reports  # noqa: E402
 
 DEFAULT_TGZ = REPO_ROOT.parent / "shared" / "data" / "openi" / "NLMCXR_reports.tgz"
@@ -40,6 +41,8 @@ MESH_MAP: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "No Finding": (("normal",), frozenset()),
     # MeSH indexes an enlarged cardiac silhouette either as Cardiomegaly or as Cardiac Shadow/enlarged
     "Cardiomegaly": (("cardiomegaly", "cardiac shadow/enlarged"), frozenset()),
+    # partial: MeSH usually files an enlarged cardiomediastinal silhouette under the two terms above
+    "Enlarged Cardiomediastinum": (("mediastinum/prominent", "mediastinum/enlarged", "mediastinum/widened"), frozenset()),
     "Lung Lesion": (("nodule", "mass"), frozenset({"breast"})),
     "Lung Opacity": (("opacity", "airspace disease", "infiltrate", "cicatrix"), frozenset({"pleura"})),
     "Edema": (("pulmonary edema", "edema"), frozenset()),
@@ -48,6 +51,8 @@ MESH_MAP: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "Atelectasis": (("pulmonary atelectasis",), frozenset()),
     "Pneumothorax": (("pneumothorax", "hydropneumothorax", "hemopneumothorax"), frozenset()),
     "Pleural Effusion": (("pleural effusion",), frozenset()),
+    # CheXpert files "fibrosis" under Pleural Other; MeSH has no single term for other pleural findings
+    "Pleural Other": (("thickening/pleura", "cicatrix/pleura", "pleura", "pulmonary fibrosis", "fibrosis"), frozenset()),
     "Fracture": (("fractures, bone",), frozenset()),
     "Support Devices": (
         ("catheters, indwelling", "implanted medical device", "tube, inserted", "medical device", "stents"),
@@ -101,7 +106,7 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 
 def agreement(rows: list[dict], labels: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     table = {}
-    for observation in MESH_MAP:
+    for observation in [obs for obs in OBSERVATIONS if obs in MESH_MAP]:
         counts = {"tp": 0, "fp": 0, "fn": 0, "tp_u": 0, "fp_u": 0, "fn_u": 0}
         for row, label in zip(rows, labels, strict=True):
             gold = mesh_positive(row["mesh"], observation)
@@ -121,12 +126,12 @@ def agreement(rows: list[dict], labels: list[dict[str, float]]) -> dict[str, dic
 
 def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
     print(f"\n{title}")
-    print(f"{'observation':<18} {'MeSH+':>6} {'P':>6} {'R':>6} {'F1':>6}  {'F1 (1 or -1)':>12}")
+    print(f"{'observation':<26} {'MeSH+':>6} {'P':>6} {'R':>6} {'F1':>6}  {'F1 (1 or -1)':>12}")
     for observation, row in table.items():
         target = TARGETS.get(observation)
         flag = "" if target is None else ("  target met" if row["f1"] >= target else f"  BELOW {target:.2f}")
         print(
-            f"{observation:<18} {row['support']:>6} {row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f}"
+            f"{observation:<26} {row['support']:>6} {row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f}"
             f"  {row['f1_pos_or_unc']:>12.3f}{flag}"
         )
 

@@ -186,6 +186,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bpleuro-?parenchymal scar",
         r"\bpleuro-?pericardial scar",
         r"\bpleural plaques?\b",  # mrg
+        r"\b(?:apical|pleural) cap(?:s|ping)?\b",  # mrg: apical pleural cap
+        r"\bfibrotic\b",  # mrg: CheXpert files "fibrosis" here; "fibrotic changes" says the same
     ),
     "Fracture": (r"\bfractur",),
     "Support Devices": (

@@ -1,0 +1,150 @@
+"""``mrg evaluate``: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and clinical efficacy, exactly as the field computes them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mrg.cli.app import app
+from mrg.console import console
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    predictions: Annotated[
+        Path,
+        typer.Option("--predictions", "-p", help="JSONL of {id, prediction, reference?} (mrg generate), R2GenGPT's "
+                     "test_result.json or R2Gen's res.csv.", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md.",
+                                      show_default=False)],
+    overrides: Annotated[
+        list[str] | None,  # noqa: UP007  typer needs typing.Optional here
+        typer.Argument(help="eval.key=value overrides, e.g. eval.meteor_timeout=600.", show_default=False),
+    ] = None,
+    references: Annotated[
+        Path | None,
+        typer.Option("--references", "-r", help="References: JSONL {id, reference}, R2GenGPT's test_refs.json or "
+                     "R2Gen's gts.csv (default: the 'reference' fields, or the file R2Gen/R2GenGPT wrote beside the "
+                     "predictions).", show_default=False),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared dataset folder whose --split reports are the references.", show_default=False),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "test",
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", help="r2gen (default: R2Gen cleaning on both sides, no PTB tokenizer), coco (PTB "
+                     "tokenizer) or raw (texts as given).", show_default=False),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option("--normalize", help="R2Gen cleaner of the r2gen protocol: r2gen-iu or r2gen-mimic (default: the "
+                     "dataset's, else r2gen-iu).", show_default=False),
+    ] = None,
+    ref_max_tokens: Annotated[
+        int | None,
+        typer.Option("--ref-max-tokens", help="Legacy habit: keep the first N reference words (R2Gen: 59 on IU X-ray, "
+                     "99 on MIMIC-CXR); recorded in metrics.json.", show_default=False),
+    ] = None,
+    no_meteor: Annotated[bool, typer.Option("--no-meteor", help="Skip METEOR (it needs Java).")] = False,
+    no_clinical: Annotated[bool, typer.Option("--no-clinical", help="Skip the labeler and clinical efficacy.")] = False,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option("--bootstrap", help="Bootstrap resamples for 95% confidence intervals of every metric (e.g. 1000).",
+                     show_default=False),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap and the paired test.",
+                                             show_default=False)] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option("--compare", help="A baseline's predictions for the same ids: paired test per metric (p-value and "
+                     "interval of the difference).", show_default=False),
+    ] = None,
+) -> None:
+    """Score generated reports against references and write metrics.json, per_sample.csv and metrics.md.
+
+    Examples: mrg evaluate -p runs/iu/test.jsonl --data data/iu_xray -o runs/iu/eval;
+    mrg evaluate -p new.jsonl --compare baseline.jsonl --bootstrap 1000 -o eval/new-vs-base.
+    """
+    from mrg.config import load_config
+    from mrg.errors import ConfigError
+    from mrg.evaluate import run_evaluation
+
+    bad = [o for o in overrides or [] if not o.startswith("eval.") or "=" not in o]
+    if bad:
+        raise ConfigError(f"unexpected argument '{bad[0]}'; overrides look like eval.key=value")
+    cfg = load_config(None, list(overrides or [])).eval
+    given: dict[str, Any] = {
+        "protocol": protocol,
+        "normalize": normalize,
+        "ref_max_tokens": ref_max_tokens,
+        "bootstrap": bootstrap,
+        "seed": seed,
+    }
+    for key, option in (("protocol", "--protocol"), ("normalize", "--normalize")):
+        allowed = _literal_options(key)
+        if given[key] is not None and given[key] not in allowed:
+            raise ConfigError(f"{option} {given[key]!r} is not one of {', '.join(allowed)}")
+    if no_meteor:
+        given["meteor"] = False
+    if no_clinical:
+        given["clinical"] = False
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    report = run_evaluation(predictions, out, cfg, references=references, data=data, split=split, compare=compare)
+    print_evaluation(report.record, report.out_dir)
+
+
+def _literal_options(key: str) -> tuple[str, ...]:
+    import typing
+
+    from mrg.config import EvalConfig
+
+    return tuple(str(a) for a in typing.get_args(typing.get_type_hints(EvalConfig)[key]))
+
+
+def print_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> None:
+    """The terminal summary: metrics with intervals, the comparison, and where the protocol deviates from R2Gen."""
+    protocol = record["protocol"]
+    intervals = (record.get("bootstrap") or {}).get("intervals", {})
+    compare = record.get("compare")
+    console.print(f"[bold]{protocol['num_items']:,} items, protocol {protocol['name']}[/] "
+                  f"({protocol['tokenization']})", soft_wrap=True)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if intervals:
+        table.add_column(f"{int(round(100 * record['bootstrap']['confidence']))}% CI", justify="right")
+    if compare:
+        table.add_column("baseline", justify="right")
+        table.add_column("Δ", justify="right")
+        table.add_column("p", justify="right")
+    keys = [k for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
+                        "ce_precision", "ce_recall", "ce_f1") if k in record]
+    for key in keys:
+        row = [key, f"{record[key]:.4f}"]
+        if intervals:
+            interval = intervals.get(key)
+            row.append(f"{interval['low']:.4f}–{interval['high']:.4f}" if interval else "")
+        if compare:
+            test = compare["metrics"].get(key)
+            if test:
+                mark = "[green]" if test["p_value"] < 0.05 else ""
+                row += [f"{test['b']:.4f}", f"{mark}{test['delta']:+.4f}", f"{mark}{test['p_value']:.3f}"]
+            else:
+                row += ["", "", ""]
+        table.add_row(*row)
+    console.print(table)
+    labeler = protocol.get("labeler")
+    if labeler:
+        console.print(f"clinical efficacy: labeler {labeler['name']} {labeler['version']} (not CheXbert); "
+                      "all CE variants are in metrics.json", soft_wrap=True)
+    for note in protocol["deviations"]:
+        console.print(f"[dim]differs from R2Gen:[/] {note}", soft_wrap=True)
+    if out_dir is not None:
+        console.print(f"written: {out_dir}/metrics.json, per_sample.csv, metrics.md", soft_wrap=True)

@@ -3,7 +3,7 @@
 The CheXpert labeler (Irvin et al., 2019) cannot run offline: it parses every sentence with the BLLIP
 parser and Stanford CoreNLP, both fetched at run time. This module keeps its pipeline and its
 aggregation rules and replaces the dependency-graph patterns with NegEx-style cue scopes over the text.
-It is written here (no code from the original), labels about ten thousand reports a second on one
+It is written here (no code from the original), labels a few thousand reports a second on one
 core, and never calls itself CheXbert or the CheXpert labeler: results carry ``LABELER_NAME`` and
 ``LABELER_VERSION``.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
-from mrg.errors import DataError
+from mrg.errors import DataError, MetricError
 from mrg.files import atomic_write
 from mrg.metrics import labeler_lexicon as lex
 
@@ -190,8 +190,16 @@ def _covers(cue: lex.Cue, c_start: int, c_end: int, m_start: int, m_end: int, cl
     return _count_between(verbs, gap_start, gap_end) <= max_verbs
 
 
-def _classify(clean: str, s_start: int, s_end: int, m_start: int, m_end: int, observation: str,
-              cues: list[tuple[int, int, lex.Cue]], terminators: list[int], verbs: list[int]) -> tuple[float, str, str]:
+def _classify(
+    clean: str,
+    s_start: int,
+    m_start: int,
+    m_end: int,
+    cues: list[tuple[int, int, lex.Cue]],
+    terminators: list[int],
+    verbs: list[int],
+) -> tuple[float, str, str]:
+    """(label, rule name, cue words) of the mention at [m_start, m_end) in the sentence starting at s_start."""
     mention_text = clean[m_start:m_end]
     if _SECTION_NO_RE.match(clean, s_start) is not None:
         return NEGATIVE, "findings: no", clean[s_start:s_start + 14]
@@ -269,10 +277,19 @@ def _mentions(clean: str) -> list[Mention]:
         s_start, s_end = sentences[index]
         if start >= s_end:  # inside the whitespace between two sentences: cannot happen after cleaning
             continue
-        label, rule, cue_text = _classify(clean, s_start, s_end, start, end, observation,
-                                          cues_by_sentence.get(index, []), terminators, verbs)
+        label, rule, cue_text = _classify(
+            clean, s_start, start, end, cues_by_sentence.get(index, []), terminators, verbs
+        )
         mentions.append(Mention(observation, clean[start:end], start, end, clean[s_start:s_end], label, rule, cue_text))
     return mentions
+
+
+def _as_text(text: object) -> str:
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise MetricError(f"a report must be text, got {type(text).__name__} {text!r:.60}")
+    return text
 
 
 def explain(text: str) -> list[Mention]:
@@ -286,7 +303,7 @@ def explain(text: str) -> list[Mention]:
         >>> [(m.observation, m.label, m.rule) for m in explain("No effusion. Mild cardiomegaly.")]
         [('Pleural Effusion', 0.0, 'no'), ('Cardiomegaly', 1.0, 'positive')]
     """
-    mentions = _mentions(clean_report(text))
+    mentions = _mentions(clean_report(_as_text(text)))
     out: list[Mention] = []
     for mention in mentions:
         out.append(mention)

@@ -205,3 +205,11 @@ def test_recovers_synthetic_truth_labels() -> None:
     labels = label_reports([findings for findings, _, _ in composed])
     wrong = [(f, truth, got) for (f, _, truth), got in zip(composed, labels, strict=True) if got != truth]
     assert not wrong, wrong[:3]
+
+
+def test_missing_report_is_blank_text_and_other_types_are_errors() -> None:
+    from mrg.errors import MetricError
+
+    assert label_report(None) == {"No Finding": 1.0}  # type: ignore[arg-type]
+    with pytest.raises(MetricError, match="a report must be text, got float"):
+        label_reports(["No effusion.", float("nan")])  # type: ignore[list-item]

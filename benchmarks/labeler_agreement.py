@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from mrg.data.chexpert import OBSERVATIONS  # noqa: E402
+from mrg.data.sources.iu_xray import read_reports, report_text  # noqa: E402
 from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, explain, label_reports  # noqa: E402
 
 DEFAULT_TGZ = REPO_ROOT.parent / "shared" / "data" / "openi" / "NLMCXR_reports.tgz"
@@ -63,25 +62,14 @@ TARGETS = {"Cardiomegaly": 0.90, "Pleural Effusion": 0.90, "Pneumothorax": 0.90,
 
 
 def load_iu_reports(tgz: Path) -> list[dict]:
-    """(uid number, text, MeSH major terms) of every report with text and MeSH indexing."""
+    """(report number, findings + impression, MeSH major terms) of every report with text and MeSH indexing."""
     rows = []
-    with tarfile.open(tgz, "r:gz") as archive:
-        for member in archive:
-            if not (member.isfile() and member.name.endswith(".xml")):
-                continue
-            handle = archive.extractfile(member)
-            if handle is None:
-                continue
-            root = ET.fromstring(handle.read())
-            sections = {node.get("Label", "").upper(): (node.text or "").strip() for node in root.iter("AbstractText")}
-            text = " ".join(part for part in (sections.get("FINDINGS", ""), sections.get("IMPRESSION", "")) if part)
-            majors = [(node.text or "").strip() for node in root.iter("major")]
-            uid_node = root.find("uId")
-            uid = uid_node.get("id", "") if uid_node is not None else ""
-            if not text or not majors or any(term.lower() == "no indexing" for term in majors):
-                continue
-            rows.append({"uid": int("".join(ch for ch in uid if ch.isdigit()) or 0), "text": text, "mesh": majors})
-    rows.sort(key=lambda row: row["uid"])
+    for report in read_reports(tgz):  # mrg's Open-i parser (mrg prepare iu-xray uses the same)
+        text = report_text(report, "findings+impression")
+        majors = [term for term in report.mesh_major if term]
+        if not text or not majors or any(term.lower() == "no indexing" for term in majors):
+            continue
+        rows.append({"uid": report.number, "text": text, "mesh": majors})
     return rows
 
 

@@ -68,7 +68,7 @@ from mrg.checkpoint import (
 )
 from mrg.config import GenerateConfig, RunConfig, save_config
 from mrg.console import console, info, make_progress, warn
-from mrg.errors import ConfigError, OutputDirError, TrainingError
+from mrg.errors import ConfigError, MrgError, OutputDirError, TrainingError
 from mrg.files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mrg.provenance import provenance, utc_now
 
@@ -388,6 +388,15 @@ def _find_start(run_dir: Path, resume: str | None, cfg: RunConfig) -> _Start:
     return _Start(step_dir, int(meta["step"]), int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)), meta)
 
 
+def force_cpu_processes() -> bool:
+    """True for several processes on a machine without an accelerator: accelerate then joins them over gloo.
+
+    (accelerate treats a torchrun launch as distributed only on a GPU unless told the processes are CPU ones.)
+    """
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return not has_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _make_accelerator(cfg: RunConfig, run_dir: Path, keep_until_step: int | None) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -404,6 +413,7 @@ def _make_accelerator(cfg: RunConfig, run_dir: Path, keep_until_step: int | None
         log_with.append("tensorboard")
     try:
         return Accelerator(
+            cpu=force_cpu_processes(),
             mixed_precision=PRECISION_TO_ACCELERATE[cfg.train.precision],
             gradient_accumulation_steps=cfg.train.grad_accum_steps,
             log_with=log_with or None,
@@ -433,7 +443,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
     Returns:
         A ``TrainResult`` with the step reached, the best and last checkpoints and the loss history.
     """
-    from accelerate.utils import DistributedType, gather_object, set_seed
+    from accelerate.utils import DistributedType, broadcast_object_list, gather_object, set_seed
 
     run_dir = Path(run_dir)
     t = cfg.train
@@ -490,6 +500,11 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
     )
     optimizer = build_optimizer(model, t)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if accelerator.gradient_accumulation_steps != t.grad_accum_steps:  # a DeepSpeed config overrides ours
+        raise ConfigError(
+            f"the DeepSpeed config accumulates {accelerator.gradient_accumulation_steps} micro-batches per step but "
+            f"train.grad_accum_steps is {t.grad_accum_steps}; set gradient_accumulation_steps in the accelerate config to match"
+        )
     scheduler = build_scheduler(optimizer, t, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     batches_per_epoch = steps_per_epoch * t.grad_accum_steps  # micro-batches per process
@@ -514,7 +529,16 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
         indices = val_indices[: t.sanity_val_batches * cfg.generate.batch_size * world] if sanity else val_indices
         rows = predict(accelerator, model, val_set, collate_fn, cfg.generate, indices=indices, num_workers=cfg.data.num_workers,
                        progress=progress, description="sanity validation" if sanity else f"validation at step {step}")
-        metrics = scorer([r["prediction"] for r in rows], [r["reference"] for r in rows])  # type: ignore[misc]
+        metrics: Any = None
+        if is_main:  # scored once (METEOR's JVM runs on one process), then shared
+            try:
+                metrics = scorer([r["prediction"] for r in rows], [r["reference"] for r in rows])  # type: ignore[misc]
+            except MrgError as err:  # let every process raise it, rather than wait forever for the result
+                metrics = err
+        if world > 1:
+            metrics = broadcast_object_list([metrics])[0]
+        if isinstance(metrics, MrgError):
+            raise metrics
         record = {"step": step, "epoch": epoch, "metrics": metrics, "score": _selection_score(metrics, t.select),
                   "num_studies": len(rows)}
         if not sanity and is_main:
@@ -816,7 +840,7 @@ def _print_summary(accelerator: Accelerator, cfg: RunConfig, model: torch.nn.Mod
     table.add_row("effective batch", f"{t.micro_batch_size} micro x {t.grad_accum_steps} accumulation x "
                   f"{accelerator.num_processes} processes = {effective}")
     table.add_row("data", f"train {num_train:,} studies ({steps_per_epoch * effective:,} used per epoch), "
-                  f"val {num_val:,}{' (subset)' if t.val_subset else ''}")
+                  + (f"val {num_val:,}{' (fixed subset)' if t.val_subset else ''}" if t.val_every != -1 else "no validation"))
     table.add_row("schedule", f"{total_steps:,} steps ({steps_per_epoch:,} per epoch), lr {t.lr:g} -> {t.min_lr:g}, "
                   f"warm-up {t.warmup_steps}")
     table.add_row("validation", "off" if t.val_every == -1 else ("each epoch" if t.val_every == 0 else f"every {t.val_every} steps"))

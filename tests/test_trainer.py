@@ -14,7 +14,7 @@ from mrg.checkpoint import list_checkpoints, read_pointer
 from mrg.errors import CheckpointError, ConfigError, OutputDirError, TrainingError
 from mrg.trainer import EpochSampler, TrainResult, build_optimizer, fit, lr_factor, shard_range
 from tests import training_fixtures
-from tests.training_fixtures import ToyReportModel, overlap_scorer, toy_config, trainable_weights
+from tests.training_fixtures import ToyReportModel, overlap_scorer, tiny_overrides, toy_config, trainable_weights
 
 # fixtures shared with the checkpoint, generate and CLI tests
 toy_training = training_fixtures.toy_training
@@ -352,3 +352,69 @@ def test_step_losses_are_finite_and_lr_follows_the_schedule(tmp_path: Path, toy_
     expected = [0.05 * lr_factor(s, warmup_steps=2, total_steps=6, min_ratio=0.001 / 0.05) for s in range(6)]
     assert lrs == pytest.approx(expected)
     assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in result.history)
+
+
+# ------------------------------------------------------------------------- tiny preset (real model)
+
+overfit_data = training_fixtures.overfit_data
+
+VARIANTS = {
+    "promptbook-wise": [],
+    "prompt-wise": ["model.promptbook.mode=prompt-wise"],
+    "static": ["model.promptbook.mode=static"],
+    "no-prompt": ["model.promptbook.mode=none"],
+    "frozen-encoder": ["model.encoder.trainable=frozen"],
+    "lora-encoder": ["model.encoder.trainable=lora"],
+    "mlp-concat": ["model.projector.kind=mlp", "model.encoder.views=concat"],
+    "swin": ["model.encoder.name_or_path=random:swin"],
+}
+
+
+@pytest.mark.parametrize(
+    "variant", [v if v == "promptbook-wise" else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS]
+)
+def test_every_variant_trains_and_its_loss_falls(tmp_path: Path, overfit_data, model_cache, variant) -> None:
+    from mrg.config import load_config
+
+    cfg = load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=5", "train.lr=3e-3", *VARIANTS[variant]))
+    result = fit(cfg, tmp_path / "run")
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0] - 0.3, losses  # the same 4 studies every step: the loss must fall clearly
+
+
+@pytest.mark.slow
+def test_stage_two_starts_from_a_stage_one_run(tmp_path: Path, overfit_data, model_cache) -> None:
+    from mrg.config import load_config
+
+    fit(load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=2")), tmp_path / "stage1")
+    cfg = load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=4", "train.lr=3e-3", "model.stage=2",
+                                             f"model.init_from={tmp_path / 'stage1'}"))
+    result = fit(cfg, tmp_path / "stage2")
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    saved = trainable_weights(result.last_checkpoint)
+    assert any(name.startswith("llm.") and "lora_" in name for name in saved)  # the LLM's adapters train in stage 2
+    assert not any(name.startswith("llm.") and "lora_" not in name for name in saved)  # its own weights never do
+
+
+def test_tiny_run_validates_selects_and_never_reads_the_test_split(tmp_path: Path, synthetic_data, model_cache,
+                                                                   monkeypatch) -> None:
+    from mrg.config import load_config
+    from mrg.data.prepared import PreparedDataset
+
+    splits_read = []
+    real_split = PreparedDataset.split
+    monkeypatch.setattr(PreparedDataset, "split", lambda self, name: splits_read.append(name) or real_split(self, name))
+    cfg = load_config("tiny", tiny_overrides(synthetic_data, "train.max_steps=4", "train.val_every=2",
+                                             "train.sanity_val_batches=1", "train.keep_last=1"))
+    result = fit(cfg, tmp_path / "run", scorer=overlap_scorer)
+    assert set(splits_read) == {"train", "val"}
+    assert [r["step"] for r in result.validations] == [2, 4]
+    assert result.best_checkpoint is not None and result.best_checkpoint.parent == tmp_path / "run"
+    predictions = (tmp_path / "run" / "val" / "step-000004.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in predictions] == [f"val-{i:03d}" for i in range(6)]
+    # the frozen LLM and backbone buffers never reach a checkpoint: its size is that of the trainable tensors
+    saved = trainable_weights(result.last_checkpoint)
+    assert not any(name.startswith("llm.") for name in saved)
+    size = (result.last_checkpoint / "trainable.safetensors").stat().st_size
+    assert size < sum(t.numel() * t.element_size() for t in saved.values()) + 16_384

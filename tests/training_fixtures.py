@@ -11,6 +11,7 @@ Two kinds of runs:
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -242,9 +243,31 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache folder for the random backbones of the tiny preset, shared by the session."""
-    return tmp_path_factory.mktemp("mrg-cache")
+def overfit_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 training studies (one micro-batch: every step sees the same studies, so the loss must fall), 2 val, 1 test."""
+    return write_fixture_dataset(tmp_path_factory.mktemp("prepared") / "overfit", {"train": 4, "val": 2, "test": 1})
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The random backbones of the tiny preset are built once per session into a private cache (never ~/.cache)."""
+    old = os.environ.get("MRG_CACHE_DIR")
+    os.environ["MRG_CACHE_DIR"] = str(tmp_path_factory.mktemp("mrg-cache"))
+    yield Path(os.environ["MRG_CACHE_DIR"])
+    if old is None:
+        os.environ.pop("MRG_CACHE_DIR", None)
+    else:
+        os.environ["MRG_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the tiny preset trained for 2 steps on ``synthetic_data`` (no validation); generate tests start here."""
+    from mrg.trainer import fit
+
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    fit(load_config("tiny", tiny_overrides(synthetic_data, "train.max_steps=2")), run)
+    return run
 
 
 def tiny_overrides(data_root: Path, *extra: str) -> list[str]:

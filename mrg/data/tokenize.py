@@ -180,6 +180,7 @@ def _write_cache(root: Path, name: str, meta: dict[str, Any], sequences: list[li
     os.close(fd)
     try:
         save_file(arrays, tmp, metadata={"meta": f"{name}.json"})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, tensors_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

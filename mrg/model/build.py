@@ -111,9 +111,7 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
         encoder_dir = resolve_model_path(m.encoder.name_or_path)
         backbone = load_backbone(encoder_dir, features=m.encoder.features)
         encoder = VisualEncoder(backbone, features=m.encoder.features, views=m.encoder.views)
-        if m.encoder.trainable == "full":
-            encoder.unused_parameters = encoder.find_unused_parameters(cfg.data.image_size)
-        elif m.encoder.trainable == "lora":
+        if m.encoder.trainable == "lora":
             add_lora(
                 backbone,
                 rank=m.encoder.lora_rank,
@@ -122,6 +120,8 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
                 targets=list(m.encoder.lora_targets),
                 option="model.encoder.lora_targets",
             )
+        if m.encoder.trainable != "frozen":
+            encoder.unused_parameters = encoder.find_unused_parameters(cfg.data.image_size)
 
         llm_dir = resolve_model_path(m.llm.name_or_path)
         tokenizer = load_tokenizer(llm_dir, model_name=m.llm.name_or_path)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from mrg.data.dataset import ImageSettings
 from mrg.errors import CheckpointError
@@ -118,14 +119,11 @@ class ReportModel(nn.Module):
         """Reports -> (B, R) ids ending in EOS (right-padded), (B, R) bool mask, number of target tokens."""
         limit = self.max_report_tokens - 1  # room for EOS, which is always kept
         encoded = self.tokenizer(list(reports), add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
-        rows = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = True
-        return ids, mask, sum(len(r) for r in rows)
+        rows = [torch.tensor(ids + [self.tokenizer.eos_token_id]) for ids in encoded]
+        lengths = torch.tensor([len(r) for r in rows])  # (B,)
+        ids = pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id)  # (B, R)
+        mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # (B, R)
+        return ids, mask, int(lengths.sum())
 
     def assemble(
         self,
@@ -241,13 +239,18 @@ class ReportModel(nn.Module):
             "eos_token_id": self.eos_token_ids,
             "pad_token_id": self.tokenizer.pad_token_id,
             "use_cache": True,
+            # set explicitly: transformers fills unset fields from the checkpoint's generation_config.json
+            # (Llama-2-chat's asks for sampling at temperature 0.6), which would change the decoding silently
+            "no_repeat_ngram_size": 0,
+            "num_return_sequences": 1,
+            "early_stopping": False,
         }
         if gen_cfg.strategy == "beam":
             settings.update(num_beams=gen_cfg.num_beams, length_penalty=gen_cfg.length_penalty, do_sample=False)
         elif gen_cfg.strategy == "greedy":
             settings.update(num_beams=1, do_sample=False)
-        else:
-            settings.update(num_beams=1, do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p)
+        else:  # nucleus sampling only: no top-k cut
+            settings.update(num_beams=1, do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=0)
         config = GenerationConfig(**settings)
         devices = [embeds.device] if embeds.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=gen_cfg.strategy == "sample"), warnings.catch_warnings():

@@ -177,3 +177,15 @@ def test_trains_on_a_prepared_dataset(make_cfg, tiny_prepared) -> None:
     model.eval()
     texts = model.generate(batch, GenerateConfig(strategy="beam", num_beams=2, min_new_tokens=1, max_new_tokens=4))
     assert len(texts) == 4
+
+
+def test_checkpoint_generation_defaults_do_not_leak(make_cfg, tiny_batch) -> None:
+    """A generation_config.json asking for sampling (Llama-2-chat's does) must not change our decoding."""
+    model = build_model(make_cfg()).eval()
+    beam = GenerateConfig(strategy="beam", num_beams=2, min_new_tokens=20, max_new_tokens=20)
+    greedy = GenerateConfig(strategy="greedy", min_new_tokens=20, max_new_tokens=20)
+    before = model.generate(tiny_batch, beam), model.generate(tiny_batch, greedy)
+    defaults = model.llm.model.generation_config
+    defaults.do_sample, defaults.temperature, defaults.top_k, defaults.no_repeat_ngram_size = True, 0.6, 3, 1
+    defaults.early_stopping = True
+    assert (model.generate(tiny_batch, beam), model.generate(tiny_batch, greedy)) == before

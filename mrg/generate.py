@@ -35,6 +35,7 @@ from mrg.checkpoint import (
     resolve_checkpoint,
 )
 from mrg.config import RunConfig, build_config, config_to_dict, parse_overrides
+from mrg.data.prepared import SPLITS
 from mrg.errors import ConfigError, DataError
 from mrg.files import write_json_atomic, write_jsonl_atomic
 from mrg.provenance import provenance, utc_now
@@ -154,6 +155,8 @@ def generate_reports(
 
     if (images is None) == (split is None):
         raise ConfigError("give either --split (with --data or the run's dataset) or --images FILE..., not both or neither")
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"--split {split}: not a split; use test, val or train")
     step_dir = resolve_checkpoint(checkpoint, prefer="best")
     check_checkpoint_files(step_dir, needed=(WEIGHTS_NAME, CONFIG_NAME, META_NAME))
     meta = load_meta(step_dir)

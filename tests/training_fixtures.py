@@ -286,3 +286,20 @@ def tiny_overrides(data_root: Path, *extra: str) -> list[str]:
         "generate.batch_size=4",
         *extra,
     ]
+
+
+def _main(argv: list[str]) -> None:
+    """``torchrun ... tests/training_fixtures.py RUN_DIR [overrides]``: a tiny-preset run validated with ``overlap_scorer``.
+
+    The multi-process test launches this, because ``mrg train`` would score with ``mrg.evaluate``'s scorer.
+    """
+    from mrg.trainer import fit
+
+    run_dir, *overrides = argv
+    fit(load_config("tiny", overrides), run_dir, scorer=overlap_scorer)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

@@ -122,6 +122,7 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
             )
         if m.encoder.trainable != "frozen":
             encoder.unused_parameters = encoder.find_unused_parameters(cfg.data.image_size)
+        encoder.frozen = m.encoder.trainable == "frozen"
 
         llm_dir = resolve_model_path(m.llm.name_or_path)
         tokenizer = load_tokenizer(llm_dir, model_name=m.llm.name_or_path)

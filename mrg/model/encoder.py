@@ -51,11 +51,21 @@ class VisualEncoder(nn.Module):
         self.native_image_size: int | None = _int_or_none(getattr(config, "image_size", None))
         accepted = inspect.signature(backbone.forward).parameters
         self._can_interpolate = "interpolate_pos_encoding" in accepted
+        self.frozen = False
+        """Set by ``build_model`` for ``trainable: frozen``: the backbone then stays in eval mode (no dropout,
+        drop-path or BatchNorm statistics updates), as befits fixed features."""
         self.unused_parameters: frozenset[str] = frozenset()
         """Backbone parameters that do not influence the tokens used (e.g. a pooler in patch mode).
 
         Filled by ``find_unused_parameters``; they stay frozen, because a trainable parameter without a
         gradient breaks DDP and wastes optimizer state."""
+
+    def train(self, mode: bool = True) -> VisualEncoder:
+        """Train/eval mode; a frozen backbone stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) images -> (N, M, C') tokens."""

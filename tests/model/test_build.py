@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from mrg.config import load_config
 from mrg.errors import CheckpointError, ConfigError
-from mrg.model.build import build_model, resolve_init_path, trainable_patterns
+from mrg.model.build import build_model, describe_model, resolve_init_path, trainable_patterns
 
 MODES = ["none", "static", "prompt-wise", "promptbook-wise"]
 ENCODER = ["frozen", "lora", "full"]
@@ -180,3 +180,27 @@ def test_paper_presets(preset: str) -> None:
     expected = {"iu_xray": (60, 40, 100, 15), "mimic_cxr": (100, 80, 120, 5)}[preset]
     got = (cfg.model.max_report_tokens, cfg.generate.min_new_tokens, cfg.generate.max_new_tokens, cfg.train.epochs)
     assert got == expected
+
+
+def test_frozen_encoder_stays_in_eval_mode(make_cfg) -> None:
+    frozen = build_model(make_cfg("model.encoder.trainable=frozen", "model.encoder.name_or_path=random:resnet")).train()
+    assert frozen.projector.training and not any(m.training for m in frozen.encoder.backbone.modules())
+    full = build_model(make_cfg("model.encoder.name_or_path=random:resnet")).train()
+    assert all(m.training for m in full.encoder.backbone.modules())
+
+
+def test_describe_model(make_cfg) -> None:
+    cfg = make_cfg("model.encoder.views=concat")
+    info = describe_model(build_model(cfg), cfg)
+    assert info["visual_tokens"] == 2 * 17 and info["prompt_tokens"] == 4 and info["template"] == "r2gengpt"
+    assert info["trainable"] > 0 and info["frozen"] > 0
+
+
+def test_image_settings_fall_back_to_imagenet(tmp_path: Path) -> None:
+    from mrg.model.build import image_settings_for
+
+    offline_hub_id = image_settings_for("no-such-org/no-such-model", 3)  # tests run with HF_HUB_OFFLINE=1
+    assert offline_hub_id.image_mean == pytest.approx((0.485, 0.456, 0.406))
+    (tmp_path / "preprocessor_config.json").write_text('{"image_mean": 0.5, "image_std": [0.25]}')
+    one = image_settings_for(str(tmp_path), 1)
+    assert (one.image_mean, one.image_std, one.num_channels) == ((0.5,), (0.25,), 1)

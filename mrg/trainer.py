@@ -702,9 +702,15 @@ def _log_step(accelerator: Accelerator, window: _Window, step: int, total: int, 
     )
 
 
+_SHOWN_METRICS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_f1")
+
+
 def _val_line(record: dict[str, Any], select: dict[str, float]) -> str:
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items() if isinstance(v, (int, float)))
-    return f"validation at step {record['step']}: score {record['score']:.4f} ({' + '.join(f'{w:g}*{k}' for k, w in select.items())}); {shown}"
+    metrics = record["metrics"]
+    names = [n for n in _SHOWN_METRICS if n in metrics] + [n for n in select if n not in _SHOWN_METRICS]
+    shown = ", ".join(f"{n} {metrics[n]:.4f}" for n in names)
+    rule = " + ".join(f"{w:g}*{k}" for k, w in select.items())
+    return f"validation at step {record['step']}: score {record['score']:.4f} ({rule}); {shown} (all in val_metrics.jsonl)"
 
 
 def _selection_score(metrics: dict[str, float], select: dict[str, float]) -> float:

@@ -62,3 +62,27 @@ def test_generate_bad_input_is_one_line(run_cli, tmp_path: Path, tiny_run) -> No
     assert "'model.llm.dtype' cannot change at generation" in line
     line = _error_line(run_cli("generate", "--checkpoint", tiny_run, "--split", "tset", "--out", tmp_path / "o.jsonl"))
     assert line == "error: --split tset: not a split; use test, val or train"
+
+
+def test_prepare_train_generate_evaluate_end_to_end(run_cli, tmp_path: Path, model_cache) -> None:
+    """mrg prepare synthetic -> mrg train (validated by mrg evaluate's scorer) -> mrg generate -> mrg evaluate."""
+    data, run, preds = tmp_path / "data", tmp_path / "run", tmp_path / "test.jsonl"
+    assert run_cli("prepare", "synthetic", "--n", "40", "--image-size", "64", "--out", data).exit_code == 0
+    fast = ["generate.max_new_tokens=8", "generate.min_new_tokens=1", "generate.num_beams=2"]
+    result = run_cli("train", "--config", "tiny", "--out", run, f"data.root={data}", "train.max_steps=2",
+                     "train.micro_batch_size=4", "train.val_every=1", "train.sanity_val_batches=1", "eval.meteor=false", *fast)
+    assert result.exit_code == 0, result.output
+    assert "validation at step 2: score" in result.stdout and "bleu_4" in result.stdout
+    records = [json.loads(line) for line in (run / "val_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and {"bleu_4", "cider", "rouge_l"} <= set(records[0]["metrics"])
+    assert (run / "best").exists()
+
+    result = run_cli("generate", "--checkpoint", run, "--split", "test", "--out", preds, *fast)
+    assert result.exit_code == 0, result.output
+    result = run_cli("evaluate", "-p", preds, "--data", data, "-o", tmp_path / "eval", "--no-meteor")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"bleu_4", "rouge_l", "cider", "ce_f1"} <= set(metrics) and 0.0 <= metrics["bleu_4"] <= 1.0
+    assert metrics["inputs"]["predictions"] == str(preds) and metrics["inputs"]["references_format"] == "prepared-dataset"
+    num_test = len(preds.read_text().splitlines())
+    assert num_test > 0 and f"{num_test} items" in result.stdout

@@ -74,6 +74,9 @@ class EncoderConfig:
     named query/value before transformers 5 and q_proj/v_proj since); names the backbone lacks are ignored,
     but at least one must match."""
 
+    def __post_init__(self) -> None:
+        _check_lora("model.encoder", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectorConfig:
@@ -104,6 +107,13 @@ class PromptbookConfig:
     init_scale: float = 1.0
     """Prompt tokens start as N(0, (init_scale x std of the LLM's input embeddings)^2)."""
 
+    def __post_init__(self) -> None:
+        for key in ("num_tokens", "book_size", "hidden_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'model.promptbook.{key}' must be at least 1, got {getattr(self, key)}")
+        if self.init_scale <= 0:
+            raise ConfigError(f"'model.promptbook.init_scale' must be positive, got {self.init_scale}")
+
 
 @dataclass(frozen=True, kw_only=True)
 class LLMConfig:
@@ -130,6 +140,11 @@ class LLMConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """LLM modules that get LoRA adapters in stage 2."""
 
+    def __post_init__(self) -> None:
+        _check_lora("model.llm", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+        if not self.instruction.strip():
+            raise ConfigError("'model.llm.instruction' is empty; give the instruction that asks for a report")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -145,6 +160,22 @@ class ModelConfig:
     """1: align with the LLM frozen; 2: start from a stage-1 run and add LoRA adapters to the LLM."""
     init_from: str | None = None
     """Stage 2: the stage-1 run directory or checkpoint whose trainable weights start this run."""
+
+    def __post_init__(self) -> None:
+        if self.max_report_tokens < 2:
+            raise ConfigError(
+                f"'model.max_report_tokens' must be at least 2 (report tokens plus the EOS), got {self.max_report_tokens}"
+            )
+
+
+def _check_lora(section: str, rank: int, alpha: int, dropout: float, targets: list[str]) -> None:
+    """Single-field checks shared by the encoder's and the LLM's LoRA settings."""
+    if rank < 1 or alpha < 1:
+        raise ConfigError(f"'{section}.lora_rank' and '{section}.lora_alpha' must be at least 1, got {rank} and {alpha}")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"'{section}.lora_dropout' must be in [0, 1), got {dropout}")
+    if not targets:
+        raise ConfigError(f"'{section}.lora_targets' is empty; name the linear layers to adapt, e.g. [q_proj, v_proj]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,6 +266,8 @@ class EvalConfig:
     """Compute METEOR (needs Java)."""
     meteor_timeout: float = 300.0
     """Seconds without an answer from METEOR's JVM before it is killed and restarted."""
+    meteor_jvms: int = 0
+    """METEOR JVMs aligning in parallel (about 1.3 GB each); 0: two on a machine with two or more cores, else one."""
     clinical: bool = True
     """Compute clinical efficacy with the in-project CheXpert-style labeler."""
     bootstrap: int = 0

@@ -204,3 +204,19 @@ def test_image_settings_fall_back_to_imagenet(tmp_path: Path) -> None:
     (tmp_path / "preprocessor_config.json").write_text('{"image_mean": 0.5, "image_std": [0.25]}')
     one = image_settings_for(str(tmp_path), 1)
     assert (one.image_mean, one.image_std, one.num_channels) == ((0.5,), (0.25,), 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.promptbook.hidden_size=0", r"'model\.promptbook\.hidden_size' must be at least 1, got 0"),
+        ("model.promptbook.init_scale=0", r"'model\.promptbook\.init_scale' must be positive"),
+        ("model.max_report_tokens=1", r"'model\.max_report_tokens' must be at least 2 \(report tokens plus the EOS\)"),
+        ("model.llm.lora_dropout=1.5", r"'model\.llm\.lora_dropout' must be in \[0, 1\), got 1\.5"),
+        ("model.encoder.lora_rank=0", r"'model\.encoder\.lora_rank' and 'model\.encoder\.lora_alpha' must be at least 1"),
+        ("model.encoder.lora_targets=[]", r"'model\.encoder\.lora_targets' is empty"),
+    ],
+)
+def test_model_config_single_field_checks(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])

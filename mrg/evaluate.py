@@ -469,9 +469,11 @@ class Scores:
 def _start_meteor(cfg: EvalConfig) -> Any:
     if not cfg.meteor:
         return None
-    from mrg.metrics.meteor import get_meteor
+    from mrg.metrics.meteor import default_jvms, get_meteor
 
-    scorer = get_meteor(timeout=cfg.meteor_timeout)
+    if cfg.meteor_jvms < 0:
+        raise ConfigError(f"eval.meteor_jvms must be 0 (automatic) or a number of JVMs, got {cfg.meteor_jvms}")
+    scorer = get_meteor(timeout=cfg.meteor_timeout, jvms=cfg.meteor_jvms or default_jvms())
     scorer.start()
     return scorer
 

@@ -13,12 +13,15 @@ identical on the same strings. What differs is the plumbing, which fixes the wra
 * **One JVM per process, reused.** Loading the paraphrase table takes about 10 s; ``get_meteor()`` returns a
   module-level scorer whose JVM starts on ``start()`` (non-blocking, so callers start it early) and stays
   warm across calls, e.g. for validation during training.
-* **No deadlocks.** The lock is held in a ``with`` block; reading has a watchdog: when the JVM sends nothing
-  for ``timeout`` seconds, or dies, it is killed, restarted and the call is retried once, then a
-  ``MetricError`` says what happened (with the JVM's last stderr lines).
-* **Pipelined.** All ``SCORE`` lines are written by a writer thread while the caller reads answers in large
-  chunks, instead of one round trip per item, so the GIL is taken rarely and other Python work (the other
-  metrics, the labeler) runs in parallel (``submit()`` scores in a background thread).
+* **No deadlocks.** The lock is held in a ``with`` block; reading has a watchdog: when a JVM sends nothing
+  for ``timeout`` seconds, or dies, it is killed, restarted (the healthy ones stay warm) and the call is
+  retried once, then a ``MetricError`` says what happened (with the JVM's last stderr lines).
+* **Pipelined and parallel.** All ``SCORE`` lines are written by a writer thread while the caller reads
+  answers in large chunks, instead of one round trip per item, so the GIL is taken rarely and other Python
+  work (the other metrics, the labeler) runs alongside (``submit()`` scores in a background thread). The
+  alignment is CPU-bound and single-threaded in the jar, so with two or more cores the items are split
+  between two JVMs (``jvms``); a segment's statistics do not depend on the JVM that aligned it, and the one
+  ``EVAL`` line that pools them goes to the first JVM, so the scores are unchanged (tests compare them).
 * **Clean shutdown.** ``close()`` (also registered with ``atexit``) closes stdin and kills the JVM without
   waiting on a lock that an interrupted call could still hold.
 * A missing ``java`` is a one-line ``MetricError`` ("install a Java runtime ... or pass --no-meteor").
@@ -134,6 +137,10 @@ def meteor_from_stats(stats: np.ndarray) -> np.ndarray:
 class _JvmFailure(Exception):
     """The JVM stopped answering, died, or answered something that is not a number."""
 
+    def __init__(self, message: str, process: _JvmProcess | None = None) -> None:
+        super().__init__(message)
+        self.process = process
+
 
 class _JvmProcess:
     """One running METEOR JVM with a chunked stdout reader and a stderr drain."""
@@ -149,6 +156,7 @@ class _JvmProcess:
         self._pending: collections.deque[bytes] = collections.deque()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._writer: threading.Thread | None = None
+        self.killed = False
         threading.Thread(target=self._pump_stdout, name="meteor-stdout", daemon=True).start()
         threading.Thread(target=self._pump_stderr, name="meteor-stderr", daemon=True).start()
 
@@ -206,15 +214,20 @@ class _JvmProcess:
             try:
                 batch = self._lines.get(timeout=timeout)
             except queue.Empty:
-                raise _JvmFailure(f"sent nothing for {timeout:g} s") from None
+                raise _JvmFailure(f"sent nothing for {timeout:g} s", self) from None
             if batch is None:
                 self._lines.put(None)  # keep reporting end-of-file
                 code = self.proc.poll()
-                raise _JvmFailure(f"exited (code {code})" if code is not None else "closed its output")
+                raise _JvmFailure(f"exited (code {code})" if code is not None else "closed its output", self)
             self._pending.extend(batch)
         return self._pending.popleft().decode("utf-8", "replace").strip()
 
+    @property
+    def alive(self) -> bool:
+        return not self.killed and self.proc.poll() is None
+
     def kill(self) -> None:
+        self.killed = True
         for stream in (self.proc.stdin,):
             try:
                 if stream is not None:
@@ -232,24 +245,40 @@ class _JvmProcess:
 _INSTANCES: weakref.WeakSet[MeteorScorer] = weakref.WeakSet()
 
 
-class MeteorScorer:
-    """METEOR 1.5 in a JVM that starts once and serves every call of this process (thread-safe)."""
+def default_jvms() -> int:
+    """JVMs used when not told: two on a machine with two or more cores (alignment is CPU-bound), else one."""
+    return max(1, min(2, os.cpu_count() or 1))
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, memory: str = "2G", retries: int = 1) -> None:
+
+_MIN_ITEMS_PER_JVM = 64  # below this a second JVM saves less than the thread hand-off costs
+
+
+class MeteorScorer:
+    """METEOR 1.5 in JVMs that start once and serve every call of this process (thread-safe).
+
+    With ``jvms > 1`` the ``SCORE`` lines are split into contiguous blocks aligned in parallel JVMs (the
+    statistics of a segment do not depend on which JVM aligned it), and one ``EVAL`` line with all of them
+    goes to the first JVM, so the scores are the same as with one JVM.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, memory: str = "2G", retries: int = 1,
+                 jvms: int | None = None) -> None:
         """
         Args:
-            timeout: seconds without an answer before the JVM is killed and restarted.
-            memory: the JVM heap limit (pycocoevalcap uses 2G).
-            retries: how often a call is retried on a restarted JVM before it fails.
+            timeout: seconds without an answer before the JVMs are killed and restarted.
+            memory: the heap limit of each JVM (pycocoevalcap uses 2G; each holds about 1.3 GB once loaded).
+            retries: how often a call is retried on restarted JVMs before it fails.
+            jvms: parallel JVMs (None: ``default_jvms()``).
         """
         self.timeout = float(timeout)
         self.memory = memory
         self.retries = int(retries)
+        self.jvms = int(jvms) if jvms else default_jvms()
         self.restarts = 0
-        """How many times the watchdog restarted the JVM (for logs and tests)."""
+        """How many times the watchdog restarted the JVMs (for logs and tests)."""
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._process: _JvmProcess | None = None
+        self._processes: list[_JvmProcess] = []
         _INSTANCES.add(self)
 
     # -------------------------------------------------------------------------------- lifecycle
@@ -264,22 +293,32 @@ class MeteorScorer:
         return command, str(jar.parent)
 
     def start(self) -> None:
-        """Start the JVM in the background if it is not running (returns at once; loading continues)."""
+        """Start the JVMs that are not running, in the background (returns at once; loading continues)."""
         with self._start_lock:
-            if self._process is None or self._process.proc.poll() is not None:
+            keep = [p for p in self._processes if p.alive][: self.jvms]
+            for process in self._processes:
+                if process not in keep:
+                    process.kill()
+            if len(keep) < self.jvms:
                 command, cwd = self.command()
-                self._process = _JvmProcess(command, cwd)
+                keep += [_JvmProcess(command, cwd) for _ in range(self.jvms - len(keep))]
+            self._processes = keep
 
     @property
     def pid(self) -> int | None:
-        """Process id of the running JVM (None when not started)."""
-        return None if self._process is None else self._process.pid
+        """Process id of the first JVM, the one that also pools the statistics (None when not started)."""
+        return self._processes[0].pid if self._processes else None
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of all running JVMs."""
+        return [p.pid for p in self._processes]
 
     def close(self) -> None:
-        """Stop the JVM. Safe to call twice, from ``atexit``, or while a call is stuck."""
+        """Stop the JVMs. Safe to call twice, from ``atexit``, or while a call is stuck."""
         with self._start_lock:
-            process, self._process = self._process, None
-        if process is not None:
+            processes, self._processes = self._processes, []
+        for process in processes:
             process.kill()
 
     def __enter__(self) -> MeteorScorer:
@@ -294,7 +333,7 @@ class MeteorScorer:
         """Score ``predictions`` against ``references`` (a list of strings per item); blocks until done.
 
         Raises:
-            MetricError: Java or the jar is missing, or the JVM failed twice in a row.
+            MetricError: Java or the jar is missing, or the JVMs failed twice in a row.
         """
         if len(predictions) != len(references):
             raise MetricError(f"{len(predictions)} predictions but {len(references)} reference lists; they must pair up")
@@ -305,35 +344,77 @@ class MeteorScorer:
             if isinstance(refs, str) or not refs:
                 raise MetricError("every item needs a non-empty list of references for METEOR")
             lines.append("SCORE ||| " + " ||| ".join(sanitize(r) for r in refs) + " ||| " + sanitize(hypothesis) + "\n")
-        payload = "".join(lines).encode("utf-8")
         with self._lock:
             failures: list[str] = []
             while True:
                 self.start()
-                process = self._process
-                assert process is not None
+                processes = list(self._processes)
                 try:
-                    return self._exchange(process, payload, len(lines))
+                    return self._exchange(processes, lines)
                 except _JvmFailure as failure:
-                    tail = " | ".join(list(process.stderr_tail)[-3:])
-                    failures.append(str(failure) + (f" (stderr: {tail})" if tail else ""))
-                    self.close()
+                    failed = failure.process
+                    tails = list(failed.stderr_tail)[-3:] if failed is not None else []
+                    failures.append(str(failure) + (f" (stderr: {' | '.join(tails)})" if tails else ""))
+                    # only the failed JVM (and any other that died) is replaced; the others stay warm
+                    for process in processes:
+                        if process is failed or failed is None or not process.alive:
+                            process.kill()
                     if len(failures) > self.retries:
+                        self.close()
                         raise MetricError(
                             "METEOR's Java process failed " + f"{len(failures)} times: " + "; ".join(failures)
                             + ". Check that Java works ('java -version') and has 2 GB of memory, or pass --no-meteor"
                         ) from None
                     self.restarts += 1
 
-    def _exchange(self, process: _JvmProcess, payload: bytes, count: int) -> MeteorResult:
-        process.write(payload)
-        stats_lines = [process.readline(self.timeout) for _ in range(count)]
+    def _blocks(self, lines: list[str], parts: int) -> list[list[str]]:
+        """Contiguous blocks of about equal text length, one per JVM."""
+        parts = max(1, min(parts, len(lines) // _MIN_ITEMS_PER_JVM))
+        if parts == 1:
+            return [lines]
+        lengths = np.cumsum([len(line) for line in lines])
+        cuts = np.searchsorted(lengths, lengths[-1] * np.arange(1, parts) / parts)
+        bounds = [0, *[int(c) + 1 for c in cuts], len(lines)]
+        return [lines[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+    def _stats_lines(self, process: _JvmProcess, block: list[str]) -> list[str]:
+        process.write("".join(block).encode("utf-8"))
+        answers = [process.readline(self.timeout) for _ in range(len(block))]
         process.join_writer(self.timeout)
+        for answer in answers:
+            _parse_numbers(answer, STATS_LENGTH, process)
+        return answers
+
+    def _exchange(self, processes: list[_JvmProcess], lines: list[str]) -> MeteorResult:
+        blocks = self._blocks(lines, len(processes))
+        results: list[list[str] | BaseException | None] = [None] * len(blocks)
+
+        def work(index: int) -> None:
+            try:
+                results[index] = self._stats_lines(processes[index], blocks[index])
+            except BaseException as err:  # noqa: BLE001 - re-raised below in the calling thread
+                results[index] = err
+
+        helpers = [threading.Thread(target=work, args=(i,), name=f"meteor-block-{i}", daemon=True)
+                   for i in range(1, len(blocks))]
+        for helper in helpers:
+            helper.start()
+        work(0)
+        for helper in helpers:
+            helper.join()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:  # every JVM that failed is replaced, not only the first one reported
+            if isinstance(error, _JvmFailure) and error.process is not None:
+                error.process.kill()
+        if errors:
+            raise errors[0]
+        stats_lines = [line for result in results for line in result]  # type: ignore[union-attr]
         stats = np.array([_parse_numbers(line, STATS_LENGTH) for line in stats_lines], dtype=np.float64)
-        process.write(("EVAL ||| " + " ||| ".join(stats_lines) + "\n").encode("utf-8"))
-        item_scores = np.array([_parse_numbers(process.readline(self.timeout), 1)[0] for _ in range(count)])
-        score = _parse_numbers(process.readline(self.timeout), 1)[0]
-        process.join_writer(self.timeout)
+        first = processes[0]
+        first.write(("EVAL ||| " + " ||| ".join(stats_lines) + "\n").encode("utf-8"))
+        item_scores = np.array([_parse_numbers(first.readline(self.timeout), 1, first)[0] for _ in range(len(lines))])
+        score = _parse_numbers(first.readline(self.timeout), 1, first)[0]
+        first.join_writer(self.timeout)
         return MeteorResult(score=score, item_scores=item_scores, stats=stats)
 
     def submit(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Future[MeteorResult]:
@@ -352,13 +433,13 @@ class MeteorScorer:
         return future
 
 
-def _parse_numbers(line: str, expected: int) -> list[float]:
+def _parse_numbers(line: str, expected: int, process: _JvmProcess | None = None) -> list[float]:
     try:
         values = [float(v) for v in line.split()]
     except ValueError:
         values = []
     if len(values) != expected:
-        raise _JvmFailure(f"answered {line[:80]!r} instead of {expected} number(s)")
+        raise _JvmFailure(f"answered {line[:80]!r} instead of {expected} number(s)", process)
     return values
 
 
@@ -366,11 +447,12 @@ _SINGLETON: MeteorScorer | None = None
 _SINGLETON_LOCK = threading.Lock()
 
 
-def get_meteor(*, timeout: float | None = None) -> MeteorScorer:
-    """The process-wide scorer (created on first use; its JVM starts on ``start()`` or the first call).
+def get_meteor(*, timeout: float | None = None, jvms: int | None = None) -> MeteorScorer:
+    """The process-wide scorer (created on first use; its JVMs start on ``start()`` or the first call).
 
     Args:
         timeout: when given, the watchdog timeout from now on.
+        jvms: when given, the number of parallel JVMs from the next start on (running ones are restarted).
     """
     global _SINGLETON
     with _SINGLETON_LOCK:
@@ -378,6 +460,8 @@ def get_meteor(*, timeout: float | None = None) -> MeteorScorer:
             _SINGLETON = MeteorScorer()
         if timeout is not None:
             _SINGLETON.timeout = float(timeout)
+        if jvms:
+            _SINGLETON.jvms = int(jvms)
         return _SINGLETON
 
 

@@ -32,6 +32,7 @@ def test_identical_to_pycocoevalcap(meteor_scorer, coco_meteor, corpus_rng: rand
     preds[2] = "the µ-lesion — ½ cm , naïve café ."
     preds[3] = "double  spaced   words  "
     ours = meteor_scorer.score(preds, refs)
+    assert len(meteor_scorer.pids) == meteor_scorer.jvms  # with 2 JVMs the 150 items were split between them
     theirs, theirs_items = coco_meteor_score(coco_meteor, preds, refs)
     assert ours.score == theirs
     assert ours.item_scores.tolist() == list(theirs_items)
@@ -72,12 +73,14 @@ def test_a_killed_jvm_is_restarted_and_the_call_still_answers(meteor_scorer, cor
     refs = [[report_maker(corpus_rng, 5)] for _ in range(1500)]
     meteor_scorer.score(["warm"], [["warm"]])  # make sure the JVM is loaded, so the kill lands mid-call
     restarts = meteor_scorer.restarts
+    others = meteor_scorer.pids[1:]
     future = meteor_scorer.submit(preds, refs)
     time.sleep(0.3)
     assert not future.done()
     os.kill(meteor_scorer.pid, signal.SIGKILL)
     result = future.result(timeout=240)
     assert meteor_scorer.restarts == restarts + 1
+    assert set(others) <= set(meteor_scorer.pids)  # the healthy JVMs were kept warm
     assert len(result.item_scores) == 1500
     assert meteor_from_stats(aggregable(result.stats).sum(axis=0)) == pytest.approx(result.score, abs=1e-12)
 

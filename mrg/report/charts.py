@@ -44,12 +44,17 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         return [low]
     raw = (high - low) / max(1, count - 1)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+
+    def ticks_with(step: float) -> int:
+        return math.floor(high / step + 1e-9) - math.ceil(low / step - 1e-9) + 1
+
+    # the round step whose tick count is closest to ``count`` (the smaller step on a tie)
+    step = min((m * magnitude for m in (0.5, 1, 2, 2.5, 5, 10)), key=lambda s: (abs(ticks_with(s) - count), s))
     first = math.ceil(low / step - 1e-9) * step
     ticks = []
     value = first
     while value <= high + step * 1e-9:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
+        ticks.append(0.0 if abs(value) < step * 1e-9 else round(value, 12))
         value = first + len(ticks) * step
     return ticks
 

@@ -12,6 +12,7 @@ value and the expected type. Every problem found is reported in one ``ConfigErro
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -576,7 +577,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...] | None) -> list[tuple
 def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:
     """Build a config dataclass from a mapping (YAML-typed values) plus ``key=value`` override strings."""
     problems: list[str] = []
-    tree: dict[str, Any] = dict(data or {})
+    tree: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides are merged in; never touch the caller's dict
     for key, value in parse_overrides(overrides):
         _set_dotted(tree, key, value, cls, problems)
     cfg = _build_mixed(cls, tree, "", problems)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ os.environ.setdefault("MRG_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# random:<kind> models and downloads are cached per test session, never in the user's ~/.cache/mrg
+os.environ.setdefault("MRG_CACHE_DIR", tempfile.mkdtemp(prefix="mrg-test-cache-"))
 
 
 @dataclass

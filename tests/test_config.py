@@ -130,3 +130,9 @@ def test_roundtrip_and_diff(tmp_path: Path) -> None:
 def test_build_config_for_a_section() -> None:
     train = build_config(TrainConfig, {"epochs": 3}, ["lr=0.5"])
     assert train.epochs == 3 and train.lr == 0.5
+
+
+def test_build_config_does_not_mutate_its_input() -> None:
+    data = {"train": {"epochs": 3}}
+    build_config(RunConfig, data, ["train.lr=0.5"])
+    assert data == {"train": {"epochs": 3}}

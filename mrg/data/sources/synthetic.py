@@ -125,7 +125,7 @@ def _pick(rng: np.random.Generator, options: Sequence[Any], weights: Sequence[fl
 _CTR_RANGES = {"normal": (0.40, 0.485), "borderline": (0.52, 0.545), "mild": (0.565, 0.60),
                "moderate": (0.615, 0.65), "severe": (0.665, 0.72)}
 # Effusion height above the costophrenic angle, in image units (the lung field is about 1.3 tall).
-_EFFUSION_HEIGHT = {"trace": (0.035, 0.05), "small": (0.10, 0.15), "moderate": (0.26, 0.33), "large": (0.50, 0.62)}
+_EFFUSION_HEIGHT = {"trace": (0.07, 0.09), "small": (0.16, 0.21), "moderate": (0.32, 0.40), "large": (0.56, 0.66)}
 # Pneumothorax: how far the lung shrinks towards its base (1 = not at all).
 _PTX_RETRACTION = {"tiny": (0.935, 0.95), "small": (0.86, 0.89), "moderate": (0.76, 0.80), "large": (0.60, 0.66)}
 _LOBES = ("right upper lobe", "right middle lobe", "right lower lobe", "lingula", "left lower lobe")
@@ -477,7 +477,8 @@ def _expose(att: np.ndarray, batch: _Batch, pixel_noise: np.ndarray) -> np.ndarr
 
 def _dome(u: np.ndarray, dome_top: np.ndarray) -> np.ndarray:
     """A hemidiaphragm: highest a third of the way out, sloping down to the cardiophrenic and costophrenic angles."""
-    return dome_top + _F32(1.1) * np.square(u - _F32(0.35))
+    d = u - _F32(0.35)
+    return dome_top + (_F32(0.9) + _F32(0.7) * (d > 0)) * np.square(d)  # steeper laterally: a deep, sharp angle
 
 
 def _lung_field(u: np.ndarray, y: np.ndarray, apex: np.ndarray, lateral: np.ndarray, dome: np.ndarray,
@@ -607,8 +608,9 @@ def _effusion(ax: np.ndarray, y: np.ndarray, right: np.ndarray, lateral: np.ndar
     """Fluid fraction at the lung bases: a meniscus that rises towards the lateral chest wall."""
     h = _select(right, h_r, h_l)
     angle = _dome(lateral, _select(right, dome_r, dome_l))  # the costophrenic angle
-    slope = _F32(1.0) - _F32(0.7) * _clip01(h * _F32(2.0))
-    surface = angle - h + slope * np.square(np.maximum(lateral - ax, _F32(0.0)))
+    inward = np.maximum(lateral - ax, _F32(0.0))
+    # a meniscus: the fluid climbs the lateral chest wall above its level further in
+    surface = angle - h + _F32(0.35) * np.square(inward) - _F32(0.6) * h * _bump(inward * _F32(6.0))
     return _ramp(y - surface, 0.06) * (h > 0)
 
 
@@ -846,8 +848,8 @@ def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     h_max, both = np.maximum(h_r, h_l), np.minimum(h_r, h_l) > 0
     fluid = np.zeros_like(x)
     if np.any(h_max > 0):
-        sulcus = top + _F32(0.38) * np.square(_F32(0.7)) + _F32(0.05)
-        surface = sulcus - h_max * _F32(1.25) + (_F32(0.9) - _F32(0.6) * np.clip(h_max * 2, 0, 1)) * np.square(
+        sulcus = top + _F32(0.34)  # the posterior costophrenic sulcus, as deep as the frontal's lateral angle
+        surface = sulcus - h_max + (_F32(0.9) - _F32(0.6) * np.clip(h_max * 2, 0, 1)) * np.square(
             np.maximum(_F32(0.75) - x, _F32(0.0)))
         fluid = _ramp(y - surface, 0.06) * (h_max > 0) * np.where(both, one, _F32(0.6)) * cage * _ramp(dome_b + _F32(0.04) - y, edge)
     air = (lung + _F32(0.5) * between) * (one - dense)
@@ -1421,8 +1423,8 @@ def prepare_synthetic(
         progress: optional ``rich.progress.Progress`` to report image progress on.
 
     Returns:
-        The prepare.json record; when the folder was already complete, that record with ``"skipped": True``
-        added (not stored).
+        The prepare.json record, plus ``"skipped"`` (not stored): True when the folder was already complete
+        and nothing was done.
 
     Raises:
         ConfigError: an option value is out of range (the message names the option).
@@ -1471,4 +1473,5 @@ def prepare_synthetic(
     }
     images = {"placed": True, "format": "png", "mode": "L", "size": image_size,
               "views": list(VIEW_NAMES[:views]), "sha256": _images_digest(root, studies)}
-    return write_prepared_dataset(root, studies, source=source, protocol=protocol, normalize="r2gen-iu", images=images)
+    record = write_prepared_dataset(root, studies, source=source, protocol=protocol, normalize="r2gen-iu", images=images)
+    return {**record, "skipped": False}

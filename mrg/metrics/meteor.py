@@ -39,8 +39,9 @@ import os
 import queue
 import subprocess
 import threading
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -157,8 +158,13 @@ class _JvmProcess:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._writer: threading.Thread | None = None
         self.killed = False
+        self.started = time.monotonic()
+        self.ready = False
+        """Set once the JVM answered the probe sent at start, i.e. finished loading the paraphrase table."""
         threading.Thread(target=self._pump_stdout, name="meteor-stdout", daemon=True).start()
-        threading.Thread(target=self._pump_stderr, name="meteor-stderr", daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._pump_stderr, name="meteor-stderr", daemon=True)
+        self._stderr_thread.start()
+        self.write(_PROBE)
 
     @property
     def pid(self) -> int:
@@ -190,7 +196,7 @@ class _JvmProcess:
 
     def write(self, data: bytes) -> None:
         """Write in a background thread, so a JVM that stops reading cannot block the caller."""
-        self.join_writer(timeout=None)
+        self.join_writer(timeout=60)
 
         def _write() -> None:
             try:
@@ -208,19 +214,49 @@ class _JvmProcess:
             self._writer.join(timeout)
             self._writer = None
 
-    def readline(self, timeout: float) -> str:
-        """The next answer line; ``_JvmFailure`` when none comes within ``timeout`` s or the JVM exits."""
+    def poll_line(self, timeout: float) -> str | None:
+        """The next answer line, or None if none came within ``timeout`` s; ``_JvmFailure`` if the JVM exited."""
         if not self._pending:
             try:
                 batch = self._lines.get(timeout=timeout)
             except queue.Empty:
-                raise _JvmFailure(f"sent nothing for {timeout:g} s", self) from None
+                return None
             if batch is None:
                 self._lines.put(None)  # keep reporting end-of-file
                 code = self.proc.poll()
                 raise _JvmFailure(f"exited (code {code})" if code is not None else "closed its output", self)
             self._pending.extend(batch)
         return self._pending.popleft().decode("utf-8", "replace").strip()
+
+    def readline(self, timeout: float) -> str:
+        """The next answer line; ``_JvmFailure`` when none comes within ``timeout`` s or the JVM exits."""
+        line = self.poll_line(timeout)
+        if line is None:
+            raise _JvmFailure(f"sent nothing for {timeout:g} s", self)
+        return line
+
+    def wait_ready(self, timeout: float, give_up: Callable[[], bool]) -> bool:
+        """Wait for the answer to the start-up probe; False when ``give_up()`` turns true first.
+
+        Raises:
+            _JvmFailure: the JVM exited, answered nonsense, or did not load within ``timeout`` s of its start.
+        """
+        while not self.ready:
+            if give_up():
+                return False
+            line = self.poll_line(0.05)
+            if line is not None:
+                _parse_numbers(line, STATS_LENGTH, self)
+                self.ready = True
+            elif time.monotonic() - self.started > timeout:
+                raise _JvmFailure(f"did not finish loading within {timeout:g} s", self)
+        return True
+
+    def last_stderr(self, lines: int = 3) -> list[str]:
+        """The JVM's last stderr lines (waits briefly for an exited JVM's output to be drained)."""
+        if self.proc.poll() is not None:
+            self._stderr_thread.join(timeout=2)
+        return [line for line in self.stderr_tail if line][-lines:]
 
     @property
     def alive(self) -> bool:
@@ -242,6 +278,9 @@ class _JvmProcess:
             pass
 
 
+_PROBE = b"SCORE ||| ready ||| ready\n"
+"""Sent to every new JVM; its answer means the paraphrase table is loaded and the JVM can take work."""
+
 _INSTANCES: weakref.WeakSet[MeteorScorer] = weakref.WeakSet()
 
 
@@ -250,7 +289,7 @@ def default_jvms() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-_MIN_ITEMS_PER_JVM = 64  # below this a second JVM saves less than the thread hand-off costs
+_MIN_CHUNK = 32  # items per chunk handed to a JVM at least
 
 
 class MeteorScorer:
@@ -353,7 +392,7 @@ class MeteorScorer:
                     return self._exchange(processes, lines)
                 except _JvmFailure as failure:
                     failed = failure.process
-                    tails = list(failed.stderr_tail)[-3:] if failed is not None else []
+                    tails = failed.last_stderr() if failed is not None else []
                     failures.append(str(failure) + (f" (stderr: {' | '.join(tails)})" if tails else ""))
                     # only the failed JVM (and any other that died) is replaced; the others stay warm
                     for process in processes:
@@ -367,54 +406,68 @@ class MeteorScorer:
                         ) from None
                     self.restarts += 1
 
-    def _blocks(self, lines: list[str], parts: int) -> list[list[str]]:
-        """Contiguous blocks of about equal text length, one per JVM."""
-        parts = max(1, min(parts, len(lines) // _MIN_ITEMS_PER_JVM))
-        if parts == 1:
-            return [lines]
-        lengths = np.cumsum([len(line) for line in lines])
-        cuts = np.searchsorted(lengths, lengths[-1] * np.arange(1, parts) / parts)
-        bounds = [0, *[int(c) + 1 for c in cuts], len(lines)]
-        return [lines[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-
-    def _stats_lines(self, process: _JvmProcess, block: list[str]) -> list[str]:
-        process.write("".join(block).encode("utf-8"))
-        answers = [process.readline(self.timeout) for _ in range(len(block))]
-        process.join_writer(self.timeout)
-        for answer in answers:
-            _parse_numbers(answer, STATS_LENGTH, process)
-        return answers
+    def _chunks(self, lines: list[str]) -> list[list[str]]:
+        """Consecutive chunks small enough that a JVM still loading never holds back the others for long."""
+        size = max(_MIN_CHUNK, -(-len(lines) // (8 * len(self._processes) or 1)))
+        return [lines[i : i + size] for i in range(0, len(lines), size)]
 
     def _exchange(self, processes: list[_JvmProcess], lines: list[str]) -> MeteorResult:
-        blocks = self._blocks(lines, len(processes))
-        results: list[list[str] | BaseException | None] = [None] * len(blocks)
+        # Each JVM's worker takes the next chunk as soon as its JVM is loaded, so a JVM that is slow to load
+        # (a restarted one, or a busy machine) only contributes less; answers are stored by chunk index.
+        chunks = self._chunks(lines)
+        answers: list[list[str] | None] = [None] * len(chunks)
+        next_chunk = iter(range(len(chunks)))
+        taken = threading.Lock()
+        remaining = [len(chunks)]
+        errors: list[BaseException] = []
 
-        def work(index: int) -> None:
+        def take() -> int | None:
+            with taken:
+                if errors:
+                    return None
+                index = next(next_chunk, None)
+                if index is not None:
+                    remaining[0] -= 1
+                return index
+
+        def nothing_left() -> bool:
+            return remaining[0] == 0 or bool(errors)
+
+        def work(process: _JvmProcess) -> None:
             try:
-                results[index] = self._stats_lines(processes[index], blocks[index])
+                while process.wait_ready(self.timeout, nothing_left):
+                    index = take()
+                    if index is None:
+                        return
+                    process.write("".join(chunks[index]).encode("utf-8"))
+                    got = [process.readline(self.timeout) for _ in range(len(chunks[index]))]
+                    for line in got:
+                        _parse_numbers(line, STATS_LENGTH, process)
+                    answers[index] = got
             except BaseException as err:  # noqa: BLE001 - re-raised below in the calling thread
-                results[index] = err
+                with taken:
+                    errors.append(err)
 
-        helpers = [threading.Thread(target=work, args=(i,), name=f"meteor-block-{i}", daemon=True)
-                   for i in range(1, len(blocks))]
+        helpers = [threading.Thread(target=work, args=(p,), name="meteor-worker", daemon=True) for p in processes[1:]]
         for helper in helpers:
             helper.start()
-        work(0)
+        work(processes[0])
         for helper in helpers:
             helper.join()
-        errors = [r for r in results if isinstance(r, BaseException)]
         for error in errors:  # every JVM that failed is replaced, not only the first one reported
             if isinstance(error, _JvmFailure) and error.process is not None:
                 error.process.kill()
         if errors:
             raise errors[0]
-        stats_lines = [line for result in results for line in result]  # type: ignore[union-attr]
+        if any(a is None for a in answers):  # every worker gave up waiting for its JVM to load
+            raise _JvmFailure("no METEOR JVM finished loading")
+        stats_lines = [line for chunk in answers for line in chunk]  # type: ignore[union-attr]
         stats = np.array([_parse_numbers(line, STATS_LENGTH) for line in stats_lines], dtype=np.float64)
-        first = processes[0]
-        first.write(("EVAL ||| " + " ||| ".join(stats_lines) + "\n").encode("utf-8"))
-        item_scores = np.array([_parse_numbers(first.readline(self.timeout), 1, first)[0] for _ in range(len(lines))])
-        score = _parse_numbers(first.readline(self.timeout), 1, first)[0]
-        first.join_writer(self.timeout)
+        pooler = next(p for p in processes if p.ready)
+        pooler.write(("EVAL ||| " + " ||| ".join(stats_lines) + "\n").encode("utf-8"))
+        item_scores = np.array([_parse_numbers(pooler.readline(self.timeout), 1, pooler)[0] for _ in range(len(lines))])
+        score = _parse_numbers(pooler.readline(self.timeout), 1, pooler)[0]
+        pooler.join_writer(self.timeout)
         return MeteorResult(score=score, item_scores=item_scores, stats=stats)
 
     def submit(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Future[MeteorResult]:

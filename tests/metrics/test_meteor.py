@@ -98,7 +98,7 @@ def test_a_stuck_jvm_is_killed_by_the_watchdog(tmp_path: Path, monkeypatch: pyte
     scorer = MeteorScorer(timeout=0.5, retries=1)
     started = time.monotonic()
     future = scorer.submit(["a b"], [["a b"]])
-    with pytest.raises(MetricError, match=r"failed 2 times: sent nothing for 0\.5 s"):
+    with pytest.raises(MetricError, match=r"failed 2 times: did not finish loading within 0\.5 s"):
         future.result(timeout=30)
     assert time.monotonic() - started < 20
     assert scorer.restarts == 1
@@ -169,7 +169,35 @@ def test_a_jvm_that_dies_mid_call_is_restarted(tmp_path: Path, monkeypatch: pyte
     _fake_java(tmp_path, f'exec {python_executable} {fake} "$@"')
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with MeteorScorer(timeout=20) as scorer:
+    with MeteorScorer(timeout=20, jvms=1) as scorer:
         result = scorer.submit(["a", "b", "c"], [["a"], ["b"], ["c"]]).result(timeout=60)
         assert scorer.restarts == 1
     assert result.score == 0.25 and result.item_scores.tolist() == [0.5, 0.5, 0.5]
+
+
+def test_a_jvm_slow_to_load_does_not_hold_the_call_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         python_executable: str) -> None:
+    # Two stand-ins for the jar: whichever starts first answers; the other never finishes "loading".
+    fake = tmp_path / "fake_meteor.py"
+    fake.write_text(
+        "import os, sys, time\n"
+        "try:\n"
+        f"    os.close(os.open({str(tmp_path / 'fast')!r}, os.O_CREAT | os.O_EXCL))\n"
+        "except FileExistsError:\n"
+        "    time.sleep(600)\n"
+        "for line in sys.stdin:\n"
+        "    if line.startswith('SCORE'):\n"
+        "        print(' '.join(['1.0'] * 23), flush=True)\n"
+        "    elif line.startswith('EVAL'):\n"
+        "        print('\\n'.join(['0.5'] * line.count('|||')), flush=True)\n"
+        "        print('0.25', flush=True)\n"
+    )
+    _fake_java(tmp_path, f'exec {python_executable} {fake} "$@"')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with MeteorScorer(timeout=60, jvms=2) as scorer:
+        started = time.monotonic()
+        result = scorer.submit(["a"] * 200, [["a"]] * 200).result(timeout=60)
+        assert time.monotonic() - started < 20
+        assert result.score == 0.25 and len(result.item_scores) == 200
+        assert scorer.restarts == 0 and len(scorer.pids) == 2

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mrg.data.chexpert import OBSERVATIONS
+from mrg.data.images import load_image
 from mrg.data.prepared import MARKER_NAME, STAMP_NAME, load_prepared_dataset
 from mrg.data.sources import synthetic
 from mrg.data.sources.synthetic import (
@@ -77,10 +78,11 @@ def test_a_study_depends_only_on_seed_and_index() -> None:
     small, large = sample_cases(10, 5), sample_cases(30, 5)
     assert [c.to_extra() for c in small] == [c.to_extra() for c in large[:10]]
     assert [compose_report(c, 5) for c in small] == [compose_report(c, 5) for c in large[:10]]
-    # rendering a study alone or inside a batch gives the same pixels
-    batch = render_frontal(large[:8], 64, 5)
-    alone = render_frontal(large[3:4], 64, 5)
-    assert np.array_equal(batch[3], alone[0])
+    # rendering a study alone or inside any batch gives the same pixels
+    for render in (render_frontal, render_lateral):
+        batch = render(large, 64, 5)
+        for i in range(len(large)):
+            assert np.array_equal(batch[i], render(large[i : i + 1], 64, 5)[0]), (render.__name__, i)
 
 
 def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
@@ -114,6 +116,16 @@ def test_output_format_matches_the_real_datasets(tmp_path: Path) -> None:
     label_counts = record["protocol"]["label_counts"]
     assert sum(v["positive"] for s in label_counts.values() for k, v in s.items() if k == "No Finding") == sum(
         1 for s in ds.studies if s.labels.get("No Finding") == 1.0)
+
+
+def test_png_files_hold_exactly_the_rendered_pixels(tmp_path: Path) -> None:
+    prepare_synthetic(tmp_path / "ds", n=9, seed=8, image_size=80)
+    cases = sample_cases(9, 8)
+    frontal, lateral = render_frontal(cases, 80, 8), render_lateral(cases, 80, 8)
+    for case, front, side in zip(cases, frontal, lateral, strict=True):
+        for view, expected in ((0, front), (1, side)):
+            decoded = np.asarray(load_image(tmp_path / "ds" / "images" / case.id / f"{view}.png"))
+            assert decoded.dtype == np.uint8 and np.array_equal(decoded, expected)
 
 
 def test_one_view_and_other_sizes(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
 from mrg.data.prepared import SPLITS, STAMP_NAME, Study, prepare_output_dir, write_prepared_dataset
@@ -50,6 +51,7 @@ __all__ = [
     "compose_report",
     "findings_in_words",
     "generate_studies",
+    "png_bytes",
     "prepare_synthetic",
     "render_frontal",
     "render_lateral",
@@ -408,11 +410,26 @@ class _Batch:
     def subset(self, predicate: Any) -> np.ndarray:
         return np.asarray([i for i, c in enumerate(self.cases) if predicate(c)], dtype=np.int64)
 
+    def window(self, idx: np.ndarray, box: Sequence[float], size: int, *, lateral: bool = False) -> tuple[slice, slice]:
+        """Image rows and columns that can show the patient-coordinate ``box`` (x0, x1, y0, y1) in studies ``idx``."""
+        patients = [self.cases[i].patient for i in idx]
+        scale = np.asarray([p["scale"] for p in patients])[:, None]
+        theta = np.deg2rad([p["lateral_rotation_deg" if lateral else "rotation_deg"] for p in patients])[:, None]
+        shift_x = np.asarray([p["lateral_shift_x" if lateral else "shift_x"] for p in patients])[:, None]
+        shift_y = np.asarray([p["shift_y"] for p in patients])[:, None]
+        x0, x1, y0, y1 = box
+        cx, cy = np.asarray([x0, x1, x0, x1]), np.asarray([y0, y0, y1, y1])
+        cols = (scale * (np.cos(theta) * cx - np.sin(theta) * cy) + shift_x + 1) * size / 2 - 0.5
+        rows = (scale * (np.sin(theta) * cx + np.cos(theta) * cy) + shift_y + 1) * size / 2 - 0.5
+        return (slice(max(0, math.floor(rows.min()) - 1), min(size, math.ceil(rows.max()) + 2)),
+                slice(max(0, math.floor(cols.min()) - 1), min(size, math.ceil(cols.max()) + 2)))
+
     def rows(self, y_lo: float, y_hi: float, size: int, *, lateral: bool = False) -> slice:
         """Image rows that can show patient heights ``y_lo .. y_hi`` in every study of the batch.
 
-        Small structures are computed on this band only; the bound allows for each study's rotation,
-        scale and shift, so nothing outside it could have been drawn.
+        Small structures are computed on this band only. The bound allows for each study's rotation, scale
+        and shift, and every banded structure is exactly zero outside its heights, so the pixels do not
+        depend on which studies share the batch.
         """
         scale = np.asarray([c.patient["scale"] for c in self.cases])
         theta = np.deg2rad([c.patient["lateral_rotation_deg" if lateral else "rotation_deg"] for c in self.cases])
@@ -507,7 +524,7 @@ def _frontal_heart(x: np.ndarray, y: np.ndarray, cases: Sequence[SyntheticCase],
     dx, dy = x - cx, y - cy
     c, s = _F32(math.cos(theta)), _F32(math.sin(theta))
     lv = _ramp(_F32(1.0) - _norm((dx * c + dy * s) / a, (dy * c - dx * s) / b), 0.12)
-    block = _ramp(x - hrb - ra_w, edge) * _ramp(cx - x, edge) * _ramp(y - cy + _F32(0.12), 0.08)
+    block = _ramp(x - hrb - ra_w, edge) * _ramp(cx - x, edge) * _ramp(y - cy + _F32(0.12), 0.08) * _ramp(_F32(0.95) - y, edge)
     return np.maximum(np.maximum(ra, lv), block)
 
 
@@ -590,7 +607,7 @@ def render_frontal(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     att[:, band] += _F32(0.13) * clavicle * body[:, band]
     spine = _ramp(_F32(0.07) - ax, edge) * (_F32(0.6) + _F32(0.4) * np.cos((y + one) * _F32(2 * math.pi / 0.11)))
     att += _F32(0.05) * spine * body * (one - abdomen * _F32(0.5))
-    band = batch.rows(-1.0, -0.14, size)
+    band = batch.rows(-2.0, -0.05, size)
     u, v = ax[:, band], y[:, band]
     trachea = _ramp(_F32(0.032) - u, edge) * _ramp(_F32(-0.3) - v, 0.04)
     bronchi = _ramp(_F32(0.016) - np.abs(v + _F32(0.31) - _F32(0.9) * u), edge) * _ramp(_F32(0.15) - u, edge)
@@ -642,12 +659,15 @@ def _draw_lesions(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, 
     padded = np.zeros((len(idx), most, 5), dtype=_F32)
     for row, s in enumerate(spots):
         padded[row, : len(s)] = s
-    xs, ys = x[idx], y[idx]
+    reach = max(edge, 0.02)
     for k in range(most):
         cx = padded[:, k, 4 if depth_axis else 0, None, None]
         cy, radius, amp = (padded[:, k, j, None, None] for j in (1, 2, 3))
-        d = _norm(xs - cx, ys - cy)
-        att[idx] += amp * _ramp(radius - d, max(edge, 0.02))
+        r, c = batch.window(idx, (float((cx - radius).min()) - reach, float((cx + radius).max()) + reach,
+                                  float((cy - radius).min()) - reach, float((cy + radius).max()) + reach),
+                            x.shape[-1], lateral=depth_axis)
+        d = _norm(x[idx, r, c] - cx, y[idx, r, c] - cy)
+        att[idx, r, c] += amp * _ramp(radius - d, reach)
 
 
 _LOBE_ZONES = {  # frontal: (centre x, centre y, half width, half height, fissure y or None) in patient coords
@@ -773,6 +793,7 @@ def _draw_devices(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, 
     idx = batch.subset(lambda c: bool(c.devices))
     if not len(idx):
         return
+    size = x.shape[-1]
     paths = [_device_paths(batch.cases[i], frontal, float(dome_l[i, 0, 0])) for i in idx]
     for name, (half_width, bright) in _DEVICE_STYLE.items():
         rows = np.asarray([r for r, p in enumerate(paths) if name in p], dtype=np.int64)
@@ -780,16 +801,23 @@ def _draw_devices(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, 
             continue
         pts = np.stack([paths[r][name] for r in rows])
         sel = idx[rows]
-        line = _tube(x[sel], y[sel], pts, half_width, max(edge * 0.7, 0.008))
+        reach = half_width + edge
+        r, c = batch.window(sel, (pts[..., 0].min() - reach, pts[..., 0].max() + reach,
+                                  pts[..., 1].min() - reach, pts[..., 1].max() + reach), size, lateral=not frontal)
+        xs, ys = x[sel, r, c], y[sel, r, c]
+        line = _tube(xs, ys, pts, half_width, max(edge * 0.7, 0.008))
         if name == "endotracheal_tube":  # a radiolucent tube with a radiopaque stripe
-            line = _F32(0.4) * line + _tube(x[sel], y[sel], pts, half_width * 0.35, edge * 0.6)
-        att[sel] += _F32(bright) * line
+            line = _F32(0.4) * line + _tube(xs, ys, pts, half_width * 0.35, edge * 0.6)
+        att[sel, r, c] += _F32(bright) * line
     rows = np.asarray([r for r, i in enumerate(idx) if batch.cases[i].device("pacemaker")], dtype=np.int64)
     if len(rows):
         sel = idx[rows]
         cx, cy, hw, hh = (0.55, -0.63, 0.075, 0.05) if frontal else (-0.7, -0.56, 0.035, 0.06)
-        box = np.maximum(np.abs(x[sel] - _F32(cx)) - _F32(hw), np.abs(y[sel] - _F32(cy)) - _F32(hh))
-        att[sel] += _F32(0.55) * _ramp(_F32(0.015) - box, edge)
+        reach = 0.015 + edge
+        r, c = batch.window(sel, (cx - hw - reach, cx + hw + reach, cy - hh - reach, cy + hh + reach), size,
+                            lateral=not frontal)
+        box = np.maximum(np.abs(x[sel, r, c] - _F32(cx)) - _F32(hw), np.abs(y[sel, r, c] - _F32(cy)) - _F32(hh))
+        att[sel, r, c] += _F32(0.55) * _ramp(_F32(0.015) - box, edge)
 
 
 def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.ndarray:
@@ -828,7 +856,7 @@ def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     xs, ys = x[:, band], y[:, band]
     dense[:, band] = _ramp(one - _norm((xs - hx) / (_F32(0.38) + _F32(0.45) * grow),
                                        (ys - hy) / (_F32(0.3) + _F32(0.2) * grow)), 0.12) * cage[:, band]
-    band = batch.rows(-0.5, -0.1, size, lateral=True)
+    band = batch.rows(-0.6, -0.05, size, lateral=True)
     xs, ys = x[:, band], y[:, band]
     arch = _ramp(_F32(0.05) - np.abs(_norm((xs - _F32(0.1)) / _F32(0.22), (ys + _F32(0.2)) / _F32(0.22)) - one) * _F32(0.22),
                  0.08) * _ramp(_F32(-0.2) - ys, 0.2)
@@ -838,7 +866,7 @@ def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     xs, ys = x[:, band], y[:, band]
     bubble = _ramp(one - _norm((xs - _F32(0.05)) / _F32(0.12), (ys - top - _F32(0.12)) / _F32(0.05)), 0.3)
     att[:, band] -= _F32(0.18) * bubble * abdomen[:, band]
-    band = batch.rows(-1.0, -0.2, size, lateral=True)
+    band = batch.rows(-2.0, -0.2, size, lateral=True)
     xs, ys = x[:, band], y[:, band]
     trachea = _ramp(_F32(0.035) - np.abs(xs - _F32(-0.02) - _F32(0.17) * (ys + one)), edge) * _ramp(_F32(-0.26) - ys, 0.05)
     att[:, band] -= _F32(0.1) * trachea * body[:, band]
@@ -1306,10 +1334,30 @@ def generate_studies(n: int, seed: int, *, views: int = 2, split: Sequence[float
     return studies
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG of a (H, W) uint8 array, every row with PNG's "Up" filter.
+
+    About twice as fast as PIL's encoder, which tries every filter on every row, for files ~6% larger;
+    PNG writing is a quarter of the dataset's generation time. Any PNG reader (PIL included) decodes it.
+    """
+    height, width = pixels.shape
+    raw = np.empty((height, width + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type Up: each byte minus the byte above it
+    raw[0, 1:] = pixels[0]
+    np.subtract(pixels[1:], pixels[:-1], out=raw[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits, grayscale, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _png_chunk(b"IEND", b""))
+
+
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     """Write one PNG via a temporary name, so an interrupted run never leaves a truncated image."""
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
+    tmp.write_bytes(png_bytes(pixels))
     os.replace(tmp, path)
 
 

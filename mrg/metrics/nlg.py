@@ -143,14 +143,12 @@ class CiderStats:
     df_item: np.ndarray
     df_gram: np.ndarray
     """(entries,) one entry per (item, n-gram in any of its references): document-frequency incidence."""
-    dot_slot: np.ndarray
-    dot_gram: np.ndarray
-    dot_value: np.ndarray
-    """Clipped products: slot = row * 4 + order."""
     ref_slot: np.ndarray
     ref_gram: np.ndarray
     ref_value: np.ndarray
-    """Reference squared counts: slot = row * 4 + order."""
+    """Reference squared counts ``r^2``: slot = row * 4 + order."""
+    dot_value: np.ndarray
+    """Clipped products ``min(h, r) * r`` on the same entries as ``ref_*`` (0 where the hypothesis lacks the n-gram)."""
     hyp_slot: np.ndarray
     hyp_gram: np.ndarray
     hyp_value: np.ndarray
@@ -170,8 +168,9 @@ class CiderStats:
         idf2 = idf * idf
         rows = len(self.row_item)
         slots = rows * N_GRAM
-        dot = np.bincount(self.dot_slot, weights=self.dot_value * idf2[self.dot_gram], minlength=slots)
-        ref_norm = np.sqrt(np.bincount(self.ref_slot, weights=self.ref_value * idf2[self.ref_gram], minlength=slots))
+        ref_idf2 = idf2[self.ref_gram]
+        dot = np.bincount(self.ref_slot, weights=self.dot_value * ref_idf2, minlength=slots)
+        ref_norm = np.sqrt(np.bincount(self.ref_slot, weights=self.ref_value * ref_idf2, minlength=slots))
         hyp_norm = np.sqrt(
             np.bincount(self.hyp_slot, weights=self.hyp_value * idf2[self.hyp_gram], minlength=self.num_items * N_GRAM)
         )
@@ -326,7 +325,6 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
     row_bigrams = np.bincount(ref.text[ref.order == 1], weights=ref.count[ref.order == 1], minlength=num_rows)
     delta = hyp_bigrams[row_item] - row_bigrams
     hyp_for_ref = _lookup(hyp_key, hyp.count, ref_key)
-    matched = hyp_for_ref > 0
     ref_slot = ref.text * N_GRAM + ref.order
     cider_stats = CiderStats(
         num_items=num_items,
@@ -335,12 +333,10 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
         refs_per_item=refs_per_item,
         df_item=df_key // num_grams,
         df_gram=df_key % num_grams,
-        dot_slot=ref_slot[matched],
-        dot_gram=ref.gram[matched],
-        dot_value=np.minimum(hyp_for_ref, ref.count)[matched] * ref.count[matched],
         ref_slot=ref_slot,
         ref_gram=ref.gram,
         ref_value=ref.count * ref.count,
+        dot_value=np.minimum(hyp_for_ref, ref.count) * ref.count,
         hyp_slot=hyp_slot,
         hyp_gram=hyp.gram,
         hyp_value=hyp.count * hyp.count,

@@ -101,7 +101,8 @@ class TrainResult:
     best_metrics: dict[str, float] | None
     resumed_from: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
-    """One record per optimizer step run by this call: step, loss, lr, grad_norm."""
+    """One record per optimizer step run by this call: step, loss, lr, grad_norm, seconds (the step's wall time,
+    data loading included, validation and checkpointing excluded)."""
     validations: list[dict[str, Any]] = field(default_factory=list)
     """The validation records written by this call (also in ``val_metrics.jsonl``)."""
 
@@ -602,6 +603,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
 
             task = progress.add_task("training", total=total_steps, completed=step)
             window = _Window(time.perf_counter())
+            step_started = window.started
             loss_sum = torch.zeros((), device=accelerator.device)
             tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
             micro_count = 0
@@ -636,7 +638,10 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    result.history.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": norm_value})
+                    now = time.perf_counter()
+                    result.history.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                                           "seconds": now - step_started})
+                    step_started = now
                     window.add(loss_value, micro_count * t.micro_batch_size * world)
                     loss_sum.zero_()
                     micro_count = 0
@@ -660,6 +665,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
                             info(_val_line(record, t.select))
                         result.last_checkpoint = save(step, epoch, batch_in_epoch, record)
                         window = _Window(time.perf_counter())  # time spent validating and saving is not throughput
+                        step_started = window.started
                     if last:
                         break
                 if batch_in_epoch >= batches_per_epoch:

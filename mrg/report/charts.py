@@ -54,7 +54,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     ticks = []
     value = first
     while value <= high + step * 1e-9:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else round(value, 12))
+        ticks.append(0.0 if abs(value) < step * 1e-9 else round(value, 3 - math.floor(math.log10(step))))
         value = first + len(ticks) * step
     return ticks
 

@@ -74,10 +74,14 @@ SHORT_OBSERVATION = {
 }
 _LABEL_MARK = {POSITIVE: ("pos", "+", "positive"), NEGATIVE: ("neg", "\u2212", "negative"), UNCERTAIN: ("unc", "?", "uncertain")}
 _BLANK_MARK = ("blank", "\u00b7", "not mentioned")
+INLINE_THUMBNAIL_ROWS = 100
+"""Rows whose thumbnails are inline ``<img>`` (the first page, also without JavaScript); later rows' are deferred."""
 
-# Validation metrics charted first, in this order; any other numeric metric follows.
-_VAL_ORDER = ("bleu_4", "cider", "meteor", "rouge_l", "ce_f1", "bleu_1")
-_MAX_VAL_CHARTS = 8
+# Validation metrics charted, in this order (a scorer without any of them: its first few metrics).
+_VAL_CHARTED = ("bleu_4", "cider", "meteor", "rouge_l", "ce_f1")
+# ... and the columns of the validation table (the scorer returns every CE variant too; see the evaluation).
+_VAL_COLUMNS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1")
+_MAX_VAL_FALLBACK = 6
 
 
 def _asset(name: str) -> str:
@@ -369,7 +373,7 @@ def _run_summary(run: RunInputs) -> str:
         record["Steps"] = f"{steps}" + (f" of {total}" if total else "")
     if run.best_step is not None:
         best = run.best_validation
-        score = f" (score {format_number(best['score'])})" if best and isinstance(best.get("score"), (int, float)) else ""
+        score = f" (score {fmt(best['score'])})" if best and isinstance(best.get("score"), (int, float)) else ""
         record["Best checkpoint"] = f"step-{run.best_step:06d}{score}"
     select = _get(run.config, "train.select")
     if isinstance(select, dict):
@@ -430,7 +434,7 @@ def run_charts(run: RunInputs, index: int) -> tuple[str, int]:
         charts.append(line_chart([Series("validation score", scored, color="#000000", highlight=highlight)],
                                  title=f"Validation score ({formula})", y_label="score", marker_x=best,
                                  marker_label="best", chart_id=f"{uid}-val-score"))
-    for metric, points in _validation_metrics(run)[:_MAX_VAL_CHARTS]:
+    for metric, points in _pick(_validation_metrics(run), _VAL_CHARTED):
         highlight = [(x, y) for x, y in points if x == best]
         charts.append(line_chart([Series(metric, points, highlight=highlight)], title=f"Validation {metric}",
                                  y_label=metric, marker_x=best, marker_label="best", chart_id=f"{uid}-val-{metric}"))
@@ -449,14 +453,20 @@ def _validation_metrics(run: RunInputs) -> list[tuple[str, list[tuple[float, flo
         for name, points in run.curves.items():
             if name.startswith("val/") and name != "val/score":
                 series[name[4:]] = list(points)
-    order = {k: i for i, k in enumerate(_VAL_ORDER)}
-    return sorted(series.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return sorted(series.items())
+
+
+def _pick(series: list[tuple[str, Any]], preferred: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The ``preferred`` entries in that order; when none is present, the first few of the others."""
+    by_name = dict(series)
+    chosen = [(name, by_name[name]) for name in preferred if name in by_name]
+    return chosen or series[:_MAX_VAL_FALLBACK]
 
 
 def validation_table(run: RunInputs) -> str:
     if not run.validations:
         return ""
-    metrics = [k for k, _ in _validation_metrics(run)]
+    metrics = [k for k, _ in _pick(_validation_metrics(run), _VAL_COLUMNS)]
     head = "".join(f'<th scope="col" class="num">{e(k)}</th>' for k in ["step", "epoch", "score", *metrics])
     body = []
     for record in run.validations:
@@ -517,15 +527,28 @@ def _label_list(row: StudyRow, disagreements: set[str]) -> str:
     return f'<ul class="labels">{"".join(items)}</ul>'
 
 
-def _thumbnails(row: StudyRow) -> str:
+def _thumbnails(row: StudyRow, deferred: list[str] | None) -> str:
+    """The row's thumbnails: inline ``<img>``, or (``deferred`` given) placeholders the script fills in.
+
+    A deferred image's ``data:`` URI goes into ``deferred`` (the table's JSON blob) and the placeholder keeps
+    its index in ``data-t``. Thousands of ``<img>`` elements with inline data make a browser parse and decode
+    every one before the page is usable; the blob is one string, parsed when a row is first shown.
+    """
     if not row.thumbnails:
         return '<span class="noimg" role="img" aria-label="no image">no image</span>'
     parts = []
     for view, uri in enumerate(row.thumbnails, start=1):
+        alt = f"study {row.id}, view {view}"
         if uri is None:
             parts.append(f'<span class="noimg" role="img" aria-label="image {view} missing">missing</span>')
+        elif deferred is not None:
+            deferred.append(uri)
+            parts.append(
+                f'<span class="noimg lazy" role="img" aria-label="{e(alt)}" data-t="{len(deferred) - 1}" '
+                f'title="shown when JavaScript is on">view {view}</span>'
+            )
         else:
-            parts.append(f'<img src="{e(uri)}" alt="study {e(row.id)}, view {view}" loading="lazy" decoding="async">')
+            parts.append(f'<img src="{e(uri)}" alt="{e(alt)}" loading="lazy" decoding="async">')
     return "".join(parts)
 
 
@@ -554,13 +577,14 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         '<th scope="col" data-type="text" data-search>reference</th>',
         '<th scope="col" data-type="num" title="sorted by the number of disagreements">labels gen | ref</th>',
     ]
-    head += [f'<th scope="col" class="num" data-type="num">{e(title)}</th>' for _, title in table.score_columns]
+    head += [f'<th scope="col" class="num score" data-type="num">{e(title)}</th>' for _, title in table.score_columns]
     body = []
+    deferred: list[str] = []
     for number, row in enumerate(rows, start=1):
         disagreements = row.disagreements
         cells = [f'<td class="num" data-v="{number}">{number}</td>', f'<td class="id">{e(row.id)}</td>']
         if with_images:
-            cells.append(f'<td class="img">{_thumbnails(row)}</td>')
+            cells.append(f'<td class="img">{_thumbnails(row, deferred if number > INLINE_THUMBNAIL_ROWS else None)}</td>')
         cells.append(f'<td class="txt gen">{e(row.prediction)}</td>')
         cells.append(f'<td class="txt ref">{e(row.reference)}</td>')
         cells.append(f'<td class="lab" data-v="{len(disagreements)}">{_label_list(row, set(disagreements))}</td>')
@@ -584,7 +608,10 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         f'<h2 id="{e(anchor)}-h">{e(table.title)}</h2>'
         f'<p class="sub">{len(rows)} studies, {dis_total} with at least one label disagreement. {e(source)}</p>{notes}{legend}{controls}'
         f'<div class="scroll"><table class="studies" id="studies-{index}"><caption class="sr-only">{e(table.title)}</caption>'
-        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div></section>'
+        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        + (f'<script type="application/json" class="thumbs" data-for="studies-{index}">{_json_for_script(deferred)}</script>'
+           if deferred else "")
+        + "</section>"
     )
 
 

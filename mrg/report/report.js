@@ -18,6 +18,22 @@
       row._dis = dis ? dis.split("|") : [];
     });
     var state = { query: "", onlyDis: false, obs: "", pageSize: 100, page: 0, col: -1, dir: 1 };
+    var blob = document.querySelector('script.thumbs[data-for="' + table.id + '"]');
+    var thumbs = null;
+
+    /* Thumbnails after the first page wait in a JSON blob; a row gets its <img> when it is first shown. */
+    function showImages(row) {
+      var pending = row.querySelectorAll("span.lazy[data-t]");
+      if (!pending.length || !blob) return;
+      if (thumbs === null) thumbs = JSON.parse(blob.textContent);
+      Array.prototype.forEach.call(pending, function (span) {
+        var img = document.createElement("img");
+        img.src = thumbs[+span.getAttribute("data-t")];
+        img.alt = span.getAttribute("aria-label");
+        img.decoding = "async";
+        span.parentNode.replaceChild(img, span);
+      });
+    }
     var ordered = rows.slice();
     var search = controls.querySelector("input[type=search]");
     var onlyDis = controls.querySelector(".only-dis");
@@ -45,6 +61,7 @@
       var start = state.page * size, end = Math.min(shown.length, start + size);
       var onPage = new Set(shown.slice(start, end));
       ordered.forEach(function (row) { row.classList.toggle("hidden-row", !onPage.has(row)); });
+      onPage.forEach(showImages);
       count.textContent = shown.length === rows.length
         ? "showing " + (shown.length ? start + 1 : 0) + "\u2013" + end + " of " + rows.length + " studies"
         : "showing " + (shown.length ? start + 1 : 0) + "\u2013" + end + " of " + shown.length + " matching (" + rows.length + " studies)";

@@ -445,6 +445,27 @@ def test_many_studies_stay_usable(tmp_path: Path) -> None:
     assert result.size_bytes / 1000 < 3000  # bytes per study without images
 
 
+def test_thumbnails_after_the_first_page_wait_in_a_json_blob(tmp_path: Path) -> None:
+    from mrg.report.html import INLINE_THUMBNAIL_ROWS
+    from tests.report.conftest import make_dataset
+
+    pairs = [PAIRS[i % len(PAIRS)] for i in range(INLINE_THUMBNAIL_ROWS + 30)]
+    dataset = make_dataset(tmp_path / "data", pairs, views=1)
+    out = tmp_path / "r.html"
+    result = build_report([make_eval(tmp_path / "ev", dataset, pairs)], out)
+    assert result.thumbnails == len(pairs)
+    page, _ = parse_html(out)
+    rows = _study_rows(page)
+    assert all(row.find_all("img") for row in rows[:INLINE_THUMBNAIL_ROWS])
+    lazy = [row.find("span", cls="lazy") for row in rows[INLINE_THUMBNAIL_ROWS:]]
+    assert all(not row.find_all("img") for row in rows[INLINE_THUMBNAIL_ROWS:])
+    assert [int(span.attrs["data-t"]) for span in lazy] == list(range(30))
+    blob = page.find("script", cls="thumbs")
+    assert blob.attrs["data-for"] == "studies-1" and blob.attrs["type"] == "application/json"
+    uris = json.loads(blob.text())
+    assert len(uris) == 30 and all(u.startswith("data:image/jpeg;base64,") for u in uris)
+
+
 # -------------------------------------------------------------------------------------- browser
 
 
@@ -461,6 +482,26 @@ def _headless(browser: str, tmp_path: Path, *args: str) -> subprocess.CompletedP
                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
                *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _probe(browser: str, tmp_path: Path, page: Path, body: str) -> dict:
+    """Run ``body`` (JavaScript; it ends by calling ``report(obj)``) after the page loads; returns ``obj``."""
+    import html as html_module
+
+    script = (
+        "<script>function shownIds(table) { return Array.from(table.tBodies[0].rows)"
+        ".filter(function (r) { return !r.classList.contains('hidden-row'); })"
+        ".map(function (r) { return r.querySelector('td.id').textContent; }); }"
+        "function report(obj) { var pre = document.createElement('pre'); pre.id = 'probe'; "
+        "pre.textContent = JSON.stringify(obj); document.body.appendChild(pre); }"
+        f"addEventListener('load', function () {{ {body} }});</script>"
+    )
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    done = _headless(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri())
+    match = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert match, done.stderr[-2000:]
+    return json.loads(html_module.unescape(match.group(1)))
 
 
 @pytest.mark.slow
@@ -481,31 +522,47 @@ def test_browser_renders_and_scripts_sort_and_filter(tmp_path: Path, full_report
         assert max(histogram) < 0.97 * sum(histogram), "the screenshot is nearly one colour"
 
     # Drive the page's own script: sort by BLEU-4 (ascending), then show only disagreements, then search.
-    probe = out.with_name("probe.html")
-    probe_script = """<script>
-    addEventListener('load', function () {
+    result = _probe(browser, tmp_path, out, """
       var table = document.querySelector('table.studies'), out = {};
-      var ids = function () { return Array.from(table.tBodies[0].rows).filter(function (r) { return !r.classList.contains('hidden-row'); })
-        .map(function (r) { return r.querySelector('td.id').textContent; }); };
       out.controls = !document.querySelector('.controls').hidden;
       var bleu = Array.from(table.tHead.rows[0].cells).find(function (th) { return th.textContent === 'BLEU-4'; });
-      bleu.querySelector('button').click(); out.ascending = ids(); out.sort = bleu.getAttribute('aria-sort');
-      document.querySelector('.only-dis').click(); out.disagreements = ids();
+      bleu.querySelector('button').click(); out.ascending = shownIds(table); out.sort = bleu.getAttribute('aria-sort');
+      document.querySelector('.only-dis').click(); out.disagreements = shownIds(table);
       document.querySelector('.only-dis').click();
       var box = document.querySelector('input[type=search]'); box.value = 'SCRIPT';
-      box.dispatchEvent(new Event('input')); setTimeout(function () {
-        out.search = ids(); out.count = document.querySelector('.count').textContent;
-        var pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
-        document.body.appendChild(pre); }, 400);
-    });</script>"""
-    probe.write_text(out.read_text(encoding="utf-8").replace("</body>", probe_script + "</body>"), encoding="utf-8")
-    done = _headless(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri())
-    match = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
-    assert match, done.stderr[-2000:]
-    import html as html_module
-
-    result = json.loads(html_module.unescape(match.group(1)))
+      box.dispatchEvent(new Event('input'));
+      setTimeout(function () { out.search = shownIds(table); out.count = document.querySelector('.count').textContent; report(out); }, 400);
+    """)
     assert result["controls"] is True
     assert result["ascending"] == [f"CXR{i:04d}" for i in range(6, 0, -1)] and result["sort"] == "ascending"
     assert result["disagreements"] == ["CXR0004", "CXR0002"]
     assert result["search"] == ["CXR0006"] and "1 matching" in result["count"]
+
+
+@pytest.mark.slow
+def test_browser_pages_and_fills_in_deferred_thumbnails(tmp_path: Path) -> None:
+    from mrg.report.html import INLINE_THUMBNAIL_ROWS
+    from tests.report.conftest import make_dataset
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    pairs = [PAIRS[i % len(PAIRS)] for i in range(INLINE_THUMBNAIL_ROWS + 30)]
+    dataset = make_dataset(tmp_path / "data", pairs, views=1)
+    out = tmp_path / "r.html"
+    build_report([make_eval(tmp_path / "ev", dataset, pairs)], out)
+    result = _probe(browser, tmp_path, out, """
+      var table = document.querySelector('table.studies'), out = {};
+      out.first = shownIds(table).length; out.page = document.querySelector('.page').textContent;
+      out.lazyBefore = table.querySelectorAll('span.lazy').length;
+      document.querySelector('.next').click();
+      out.second = shownIds(table); out.lazyAfter = table.querySelectorAll('span.lazy').length;
+      var imgs = Array.from(table.tBodies[0].rows).filter(function (r) { return !r.classList.contains('hidden-row'); })
+        .map(function (r) { return r.querySelector('img'); });
+      out.images = imgs.filter(function (i) { return i && i.src.indexOf('data:image/jpeg;base64,') === 0; }).length;
+      setTimeout(function () { out.decoded = imgs.filter(function (i) { return i && i.naturalWidth > 0; }).length; report(out); }, 300);
+    """)
+    assert result["first"] == INLINE_THUMBNAIL_ROWS and result["page"] == "page 1 / 2"
+    assert result["lazyBefore"] == 30 and result["lazyAfter"] == 0
+    assert len(result["second"]) == 30 and result["second"][0] == f"CXR{INLINE_THUMBNAIL_ROWS + 1:04d}"
+    assert result["images"] == 30 and result["decoded"] == 30

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from accelerate.tracking import GeneralTracker
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -132,6 +133,30 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_used
+
+
+class PerItemSeed(Dataset):
+    """Seeds a DataLoader worker's generators before each item from (the epoch's base seed, item index).
+
+    Random augmentation then depends only on the epoch and the item, not on which worker loads it, so
+    a run resumed mid-epoch (whose workers start afresh) augments exactly as the uninterrupted one.
+    In the main process (``num_workers`` 0) nothing is reseeded: the restored RNG state covers it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:
+            seed = _mix_seed(worker.seed - worker.id, index)  # worker.seed = the loader's base seed + worker id
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+        return self.dataset[index]
 
 
 def _mix_seed(*parts: int) -> int:
@@ -491,7 +516,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
     sampler = EpochSampler(len(train_set), steps_per_epoch * global_batch, t.seed)  # type: ignore[arg-type]
     loader_generator = torch.Generator()
     train_loader = DataLoader(
-        train_set,
+        PerItemSeed(train_set),
         batch_size=t.micro_batch_size,
         sampler=sampler,
         collate_fn=collate_fn,

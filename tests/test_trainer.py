@@ -142,11 +142,17 @@ def _metrics_rows(run: Path) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(
     ("crash_step", "extra"),
-    [(3, ()), (8, ()), (4, ("train.grad_accum_steps=2",))],
-    ids=["mid-epoch", "end-of-epoch", "mid-epoch-accumulating"],
+    [
+        (3, ()),
+        (8, ()),
+        (3, ("train.grad_accum_steps=2",)),
+        pytest.param(5, ("data.augment=true", "data.num_workers=2"), marks=pytest.mark.slow),
+    ],
+    ids=["mid-epoch", "end-of-epoch", "mid-epoch-accumulating", "mid-epoch-augmenting-workers"],
 )
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, toy_training, monkeypatch, crash_step, extra) -> None:
     # 16 studies, batch 2: 8 steps per epoch (4 with accumulation 2); 2 epochs; dropout on, so RNG state matters
+    toy_training.augment = "data.augment=true" in extra
     overrides = ("train.epochs=2", "train.save_every=1", "train.val_every=2", *extra)
     reference = _toy_fit(tmp_path / "a", *overrides)
 

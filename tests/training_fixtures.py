@@ -36,9 +36,10 @@ REPORTS = [
 class ToyDataset(Dataset):
     """``{"id", "pixel_values" (2, 3, 4, 4), "report"}`` items whose pixels tell which report they carry."""
 
-    def __init__(self, size: int, *, offset: int = 0) -> None:
+    def __init__(self, size: int, *, offset: int = 0, augment: bool = False) -> None:
         self.size = size
         self.offset = offset
+        self.augment = augment
 
     def __len__(self) -> int:
         return self.size
@@ -49,6 +50,8 @@ class ToyDataset(Dataset):
         generator = torch.Generator().manual_seed(number)
         pixels = torch.rand(2, 3, 4, 4, generator=generator) * 0.2
         pixels[:, kind % 3] += 1.0 + kind / 4  # the report's class is visible in one channel
+        if self.augment:  # random, from the global generator, as real augmentation is
+            pixels = pixels + 0.1 * torch.randn(pixels.shape)
         return {"id": f"toy-{number:04d}", "pixel_values": pixels, "report": REPORTS[kind]}
 
 
@@ -172,6 +175,7 @@ class ToyTraining:
         self.nan_after_calls: int | None = None
         self.splits_built: list[str] = []
         self.real_build_datasets: Any = None
+        self.augment = False
 
 
 @pytest.fixture
@@ -194,7 +198,8 @@ def toy_training(monkeypatch: pytest.MonkeyPatch) -> ToyTraining:
     def build_datasets(cfg: RunConfig, model: Any, splits: tuple[str, ...] = trainer.TRAIN_SPLITS) -> dict[str, Dataset]:
         handle.splits_built.extend(splits)
         sizes = {"train": (handle.num_train, 0), "val": (handle.num_val, 1000)}
-        return {split: ToyDataset(sizes[split][0], offset=sizes[split][1]) for split in splits}
+        return {split: ToyDataset(sizes[split][0], offset=sizes[split][1], augment=handle.augment and split == "train")
+                for split in splits}
 
     monkeypatch.setattr(trainer, "_build_model", build_model)
     monkeypatch.setattr(trainer, "_build_datasets", build_datasets)

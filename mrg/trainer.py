@@ -332,12 +332,17 @@ def predict(
     mine = [order[i] for i in shard_range(len(order), accelerator.process_index, accelerator.num_processes)]
     loader = DataLoader(Subset(dataset, mine), batch_size=gen_cfg.batch_size, collate_fn=collate_fn, num_workers=num_workers)
     num_batches = len(loader)
+    unwrapped = accelerator.unwrap_model(model)
     if accelerator.distributed_type == DistributedType.FSDP:
-        # FSDP gathers parameters collectively in every forward: all processes must run as many batches.
+        # FSDP gathers parameters collectively in every forward: all processes must run as many batches,
+        # and transformers must keep every process decoding until all are done (synced_gpus), which it
+        # does for modules it sees as FSDP-managed; accelerate's fully_shard does not mark the LLM so.
         num_runs = math.ceil(math.ceil(len(order) / accelerator.num_processes) / gen_cfg.batch_size)
+        llm = getattr(getattr(unwrapped, "llm", None), "model", None)
+        if llm is not None:
+            llm._is_fsdp_managed_module = True
     else:
         num_runs = num_batches
-    unwrapped = accelerator.unwrap_model(model)
     was_training = unwrapped.training
     unwrapped.eval()
     rows: list[dict[str, Any]] = []

@@ -7,8 +7,9 @@ measures, each in a fresh process so every JVM starts cold:
 1. METEOR alone: mrg's METEOR scorer (JVM start, paraphrase load, scoring) on the cleaned texts;
 2. pycocoevalcap: ``Bleu(4)``, ``Meteor()``, ``Rouge()``, ``Cider()`` one after another, as R2Gen's loop does;
 3. the whole ``mrg evaluate`` command (r2gen protocol, METEOR, clinical efficacy, all files written);
-4. two evaluations in one process (``run_evaluation`` twice), and whether the Python metrics really
-   overlap METEOR under the GIL (Python metrics alone, METEOR alone and both together, warm).
+4. two evaluations in one process (``run_evaluation`` on system A, then on system B: other predictions
+   for the same references, as the next validation of a training run), and whether the Python metrics
+   really overlap METEOR under the GIL (Python metrics alone, METEOR alone and both together, warm).
 
 Targets: (3) <= 1.15 x (1); (2) >= 1.3 x (3); first evaluation >= 3 x the second.
 
@@ -45,17 +46,22 @@ SENTENCES = [
 SUBSTITUTES = ["mild", "moderate", "no", "small", "large", "left", "right", "stable", "new", "unchanged", "is", "the"]
 
 
-def make_corpus(items: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """R2Gen-style references of ~50 words and candidates that share part of their content."""
+def make_corpus(items: int, seed: int = 0, system: int = 0) -> tuple[list[str], list[str]]:
+    """R2Gen-style references of ~50 words and candidates that share part of their content.
+
+    ``system`` changes the candidates only (the references depend on ``seed`` alone).
+    """
     rng = random.Random(seed)
+    noise = random.Random(f"{seed}-{system}")
     refs, preds = [], []
     for _ in range(items):
         ref_sents = rng.sample(SENTENCES, 8)
-        pred_sents = [s if rng.random() < 0.7 else rng.choice(SENTENCES) for s in ref_sents]
-        rng.shuffle(pred_sents) if rng.random() < 0.3 else None
+        pred_sents = [s if noise.random() < 0.7 else noise.choice(SENTENCES) for s in ref_sents]
+        if noise.random() < 0.3:
+            noise.shuffle(pred_sents)
         words = " . ".join(pred_sents).split()
-        for _ in range(rng.randint(0, 5)):
-            words[rng.randrange(len(words))] = rng.choice(SUBSTITUTES)
+        for _ in range(noise.randint(0, 5)):
+            words[noise.randrange(len(words))] = noise.choice(SUBSTITUTES)
         refs.append(" . ".join(ref_sents) + " .")
         preds.append(" ".join(words) + " .")
     return preds, refs
@@ -122,9 +128,9 @@ def mode_twice(corpus: Path, jvms: int) -> dict:
     cfg = EvalConfig(meteor_jvms=jvms)
     out = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("first", "second"):
+        for name, path in (("first", corpus), ("second", corpus.with_name("corpus_b.jsonl"))):
             t0 = time.perf_counter()
-            run_evaluation(corpus, Path(folder) / name, cfg)
+            run_evaluation(path, Path(folder) / name, cfg)
             out[f"{name}_s"] = time.perf_counter() - t0
     # GIL check, everything warm: Python metrics alone, METEOR alone, both together
     preds, refs = _load(corpus)
@@ -173,9 +179,10 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
     with tempfile.TemporaryDirectory() as folder:
         corpus = Path(folder) / "corpus.jsonl"
-        preds, refs = make_corpus(args.items)
-        corpus.write_text("".join(json.dumps({"id": f"s{i}", "prediction": p, "reference": r}) + "\n"
-                                  for i, (p, r) in enumerate(zip(preds, refs, strict=True))))
+        for system, path in ((0, corpus), (1, corpus.with_name("corpus_b.jsonl"))):
+            preds, refs = make_corpus(args.items, system=system)
+            path.write_text("".join(json.dumps({"id": f"s{i}", "prediction": p, "reference": r}) + "\n"
+                                    for i, (p, r) in enumerate(zip(preds, refs, strict=True))))
         words = sum(len(r.split()) for r in refs) / len(refs)
         print(f"corpus: {args.items} pairs, {words:.1f} words per reference")
 
@@ -201,7 +208,7 @@ def main() -> None:
           f"cider {coco['cider_s']:.2f})")
     print(f"(3) mrg evaluate, whole command:                       {evaluate_wall:7.2f} s  "
           f"(inside: {json.dumps(record['timings'])})")
-    print(f"(4) run_evaluation twice in one process:               first {twice['first_s']:.2f} s, "
+    print(f"(4) run_evaluation twice in one process (A, then B):   first {twice['first_s']:.2f} s, "
           f"second {twice['second_s']:.2f} s")
     python_s, meteor_s, both_s = twice["python_metrics_alone_s"], twice["meteor_alone_warm_s"], twice["both_warm_s"]
     overlap = (python_s + meteor_s - both_s) / python_s if python_s > 0 else float("nan")

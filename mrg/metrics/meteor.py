@@ -305,7 +305,7 @@ class MeteorScorer:
         """
         Args:
             timeout: seconds without an answer before the JVMs are killed and restarted.
-            memory: the heap limit of each JVM (pycocoevalcap uses 2G; each holds about 1.3 GB once loaded).
+            memory: the heap limit of each JVM (pycocoevalcap uses 2G; each holds about 0.6 GB once loaded).
             retries: how often a call is retried on restarted JVMs before it fails.
             jvms: parallel JVMs (None: ``default_jvms()``).
         """
@@ -327,8 +327,10 @@ class MeteorScorer:
         java = find_java("METEOR", "or pass --no-meteor to skip it")
         jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
         pycocoevalcap_file("meteor", "data", "paraphrase-en.gz")  # the jar refuses to start without it
-        command = [java, "-Dfile.encoding=UTF-8", "-jar", f"-Xmx{self.memory}", str(jar), "-", "-", "-stdio",
-                   "-l", "en", "-norm"]
+        # pycocoevalcap's command plus a fixed input encoding and the serial collector, which holds the loaded
+        # paraphrase table in about 0.6 GB instead of 1.0-1.5 GB (same CPU time; GC does not change scores).
+        command = [java, "-Dfile.encoding=UTF-8", "-XX:+UseSerialGC", "-jar", f"-Xmx{self.memory}", str(jar),
+                   "-", "-", "-stdio", "-l", "en", "-norm"]
         return command, str(jar.parent)
 
     def start(self) -> None:

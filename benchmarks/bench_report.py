@@ -82,15 +82,18 @@ def browser_times(page: Path, work: Path) -> dict[str, float] | None:
     if browser is None:
         return None
     probe = page.with_name("probe.html")
+    # interactive: DOMContentLoaded, which fires after the page's own script (the last element) has run
+    early = "<script>document.addEventListener('DOMContentLoaded', function () { window.__dcl = performance.now(); });</script>"
     script = """<script>addEventListener('load', function () {
-      var t0 = performance.now(), table = document.querySelector('table.studies');
+      var t_load = performance.now(), t0 = performance.now(), table = document.querySelector('table.studies');
       var th = Array.from(table.tHead.rows[0].cells).find(function (c) { return c.textContent === 'BLEU-4'; });
       th.querySelector('button').click(); var sorted = performance.now() - t0;
       t0 = performance.now(); document.querySelector('.only-dis').click(); var filtered = performance.now() - t0;
       var pre = document.createElement('pre'); pre.id = 'probe';
-      pre.textContent = JSON.stringify({load_ms: performance.now(), sort_ms: sorted, filter_ms: filtered});
+      pre.textContent = JSON.stringify({interactive_ms: window.__dcl, load_ms: t_load, sort_ms: sorted, filter_ms: filtered});
       document.body.appendChild(pre); });</script>"""
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    text = page.read_text(encoding="utf-8").replace("</head>", early + "</head>", 1)
+    probe.write_text(text.replace("</body>", script + "</body>"), encoding="utf-8")
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={work / 'profile'}"]
     started = time.perf_counter()

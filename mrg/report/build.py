@@ -224,6 +224,8 @@ def build_report(
         table = _make_table(title_i, ev.per_sample, ev.per_sample_columns, sources, dataset_for(sources.data),
                             normalize if isinstance(normalize, str) else None, table_notes)
         if table is not None:
+            if table.labels_source == "per_sample.csv" and ev.labeler:
+                table.labels_source = f"{ev.labeler}, from per_sample.csv"
             table.notes.extend(table_notes)
             tables.append((table, index))
         else:

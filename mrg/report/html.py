@@ -156,7 +156,7 @@ def ce_table(ev: EvalInputs) -> str:
         rows.append(f'<tr><th scope="row">{e(definition)}</th>{"".join(cells)}</tr>')
     if not rows:
         return ""
-    labeler = _labeler_name(ev)
+    labeler = ev.labeler
     caption = "Clinical efficacy (CheXpert observations" + (f", labelled by {labeler}" if labeler else "") + ")"
     if ev.intervals:
         caption += f"; {_confidence_label(ev)} under each value"
@@ -165,13 +165,6 @@ def ce_table(ev: EvalInputs) -> str:
         f'<th scope="col" class="num">Precision</th><th scope="col" class="num">Recall</th>'
         f'<th scope="col" class="num">F1</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
-
-
-def _labeler_name(ev: EvalInputs) -> str:
-    labeler = ev.protocol.get("labeler")
-    if isinstance(labeler, dict):
-        return " ".join(str(labeler[k]) for k in ("name", "version") if labeler.get(k))
-    return str(labeler) if labeler else ""
 
 
 def other_metrics_table(ev: EvalInputs) -> str:
@@ -317,7 +310,7 @@ def _protocol_summary(ev: EvalInputs) -> str:
         items.append(("Reference truncation", "none" if limit is None else f"{limit} words ({p.get('truncated_references', '?')} truncated)"))
     if p.get("empty_predictions"):
         items.append(("Empty predictions", f"{p['empty_predictions']} (scored 0)"))
-    labeler = _labeler_name(ev)
+    labeler = ev.labeler
     if labeler:
         labelled = p["labeler"].get("labelled_text") if isinstance(p.get("labeler"), dict) else None
         items.append(("Labeler", labeler + (f" \u2014 {labelled}" if labelled else "")))

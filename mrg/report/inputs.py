@@ -90,6 +90,14 @@ class EvalInputs:
     def name(self) -> str:
         return self.root.name or str(self.root)
 
+    @property
+    def labeler(self) -> str:
+        """The labeler's name and version as the protocol block records them ("" when not recorded)."""
+        labeler = self.protocol.get("labeler")
+        if isinstance(labeler, dict):
+            return " ".join(str(labeler[k]) for k in ("name", "version") if labeler.get(k))
+        return str(labeler) if labeler else ""
+
 
 @dataclass
 class ReportInputs:

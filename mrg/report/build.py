@@ -240,6 +240,7 @@ def build_report(
     for table, _ in tables:
         if table.images_source is None:
             continue
+        table.thumbnail_size = thumbnail_size
         table.missing_images = attach_thumbnails(table.rows, thumbnail_size, max_views)
         table.missing_images += sum(1 for r in table.rows if not r.image_paths)
         thumbnails += sum(1 for r in table.rows for uri in r.thumbnails if uri is not None)

@@ -510,7 +510,7 @@ def _label_list(row: StudyRow, disagreements: set[str]) -> str:
             css, symbol, word = _LABEL_MARK.get(value, _BLANK_MARK) if value is not None else _BLANK_MARK
             marks.append(f'<span class="lv {css}" title="{side}: {word}">{symbol}</span>')
         dis = obs in disagreements
-        flag = '<span class="flag" aria-label="disagreement">\u2260</span>' if dis else ""
+        flag = '<span class="flag" title="disagreement: positive on one side only">\u2260</span>' if dis else ""
         li_class = ' class="dis"' if dis else ""
         items.append(
             f'<li{li_class}>{flag}<span class="obs" title="{e(obs)}">{e(SHORT_OBSERVATION[obs])}</span>{"".join(marks)}</li>'
@@ -600,7 +600,8 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         f'<section class="studies-section" id="{e(anchor)}" aria-labelledby="{e(anchor)}-h">'
         f'<h2 id="{e(anchor)}-h">{e(table.title)}</h2>'
         f'<p class="sub">{len(rows)} studies, {dis_total} with at least one label disagreement. {e(source)}</p>{notes}{legend}{controls}'
-        f'<div class="scroll"><table class="studies" id="studies-{index}"><caption class="sr-only">{e(table.title)}</caption>'
+        f'<div class="scroll"><table class="studies" id="studies-{index}" style="--thumb: {max(24, round(table.thumbnail_size * 2 / 3))}px">'
+        f'<caption class="sr-only">{e(table.title)}</caption>'
         f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
         + (f'<script type="application/json" class="thumbs" data-for="studies-{index}">{_json_for_script(deferred)}</script>'
            if deferred else "")

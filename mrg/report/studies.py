@@ -71,6 +71,8 @@ class StudyTable:
     images_source: str | None = None
     """The dataset folder the images came from (None when no images are shown)."""
     missing_images: int = 0
+    thumbnail_size: int = 96
+    """Pixels on the longer side of each thumbnail; shown at two thirds of it, enlarged on hover."""
     notes: list[str] = field(default_factory=list)
 
 

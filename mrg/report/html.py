@@ -94,6 +94,7 @@ def e(value: Any) -> str:
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric with ``digits`` decimals; an en dash when missing or not finite."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "\u2013"
     return f"{value:.{digits}f}"
@@ -113,6 +114,7 @@ def _confidence_label(ev: EvalInputs) -> str:
 
 
 def headline_cards(ev: EvalInputs) -> str:
+    """The headline numbers as cards, each with its interval when bootstrapped."""
     cards = []
     for key, title in HEADLINE:
         if key not in ev.metrics:
@@ -124,6 +126,7 @@ def headline_cards(ev: EvalInputs) -> str:
 
 
 def nlg_table(ev: EvalInputs) -> str:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr with their intervals (a column only when any was bootstrapped)."""
     present = [(k, t) for k, t in NLG_METRICS if k in ev.metrics]
     if not present:
         return ""
@@ -143,6 +146,7 @@ def nlg_table(ev: EvalInputs) -> str:
 
 
 def ce_table(ev: EvalInputs) -> str:
+    """One row per clinical-efficacy definition present in metrics.json: P, R and F1, each with its interval."""
     rows = []
     for definition, prefix in CE_FAMILIES:
         keys = [f"{prefix}{m}" for m in PRF]
@@ -168,6 +172,7 @@ def ce_table(ev: EvalInputs) -> str:
 
 
 def other_metrics_table(ev: EvalInputs) -> str:
+    """Numeric values of metrics.json that no other table shows."""
     shown = {k for k, _ in NLG_METRICS} | {f"{p}{m}" for _, p in CE_FAMILIES for m in PRF}
     rest = [(k, v) for k, v in ev.metrics.items() if k not in shown]
     if not rest:
@@ -232,6 +237,7 @@ def definition_list(record: dict[str, Any], css: str = "kv") -> str:
 
 
 def evaluation_section(ev: EvalInputs, index: int, table: StudyTable | None) -> str:
+    """The section of one evaluation folder: metrics, comparison, per-observation counts, protocol."""
     parts = [f'<section class="evaluation" id="eval-{index}" aria-labelledby="eval-{index}-h">']
     parts.append(f'<h2 id="eval-{index}-h">Evaluation <span class="src">{e(ev.root)}</span></h2>')
     parts.extend(f'<p class="note">{e(n)}</p>' for n in ev.notes)
@@ -457,6 +463,7 @@ def _pick(series: list[tuple[str, Any]], preferred: tuple[str, ...]) -> list[tup
 
 
 def validation_table(run: RunInputs) -> str:
+    """One row per validation (the best marked), with the headline metrics as columns."""
     if not run.validations:
         return ""
     metrics = [k for k, _ in _pick(_validation_metrics(run), _VAL_COLUMNS)]
@@ -481,6 +488,7 @@ def validation_table(run: RunInputs) -> str:
 
 
 def run_section(run: RunInputs, index: int) -> str:
+    """The section of one training run: summary, charts, validation table and config."""
     parts = [f'<section class="run" id="run-{index}" aria-labelledby="run-{index}-h">']
     parts.append(f'<h2 id="run-{index}-h">Training run <span class="src">{e(run.root)}</span></h2>')
     parts.extend(f'<p class="note">{e(n)}</p>' for n in run.notes)
@@ -546,6 +554,7 @@ def _thumbnails(row: StudyRow, deferred: list[str] | None) -> str:
 
 
 def studies_section(table: StudyTable, index: int, anchor: str) -> str:
+    """The per-study table with its controls (hidden until the script reveals them) and deferred thumbnails."""
     rows = table.rows
     with_images = table.images_source is not None
     options = "".join(f'<option value="{e(obs)}">{e(obs)}</option>' for obs in OBSERVATIONS)

@@ -10,8 +10,9 @@ A folder is recognised by its files:
   intervals when they were asked for), ``per_sample.csv`` (per-item scores and both label vectors) and
   ``metrics.md``.
 
-A folder that is neither is searched one level down, so ``mrg report runs/demo`` finds the run and the
-evaluation that ``mrg demo`` writes into sub-folders. Files that are present but damaged raise a
+Sub-folders are searched one level down (checkpoint folders excepted), so ``mrg report runs/demo`` finds the
+run and the evaluation that ``mrg demo`` writes into sub-folders, and ``mrg report runs/tiny`` also finds an
+evaluation written to ``runs/tiny/eval``. Files that are present but damaged raise a
 ``DataError`` naming the file; files that are merely absent leave their part of the page out.
 """
 
@@ -125,7 +126,7 @@ def is_eval_dir(path: Path) -> bool:
 
 
 def discover(dirs: list[Path]) -> ReportInputs:
-    """Classify and read every folder (or its sub-folders, one level down).
+    """Classify and read every folder and its sub-folders (one level down).
 
     Raises:
         DataError: a folder is missing, holds nothing mrg wrote, or holds a damaged file.
@@ -138,14 +139,17 @@ def discover(dirs: list[Path]) -> ReportInputs:
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"{directory}: folder not found; pass a folder written by 'mrg train' or 'mrg evaluate'")
-        candidates = [directory]
-        if not (is_run_dir(directory) or is_eval_dir(directory)):
-            candidates = sorted(p for p in directory.iterdir() if p.is_dir() and (is_run_dir(p) or is_eval_dir(p)))
-            if not candidates:
-                raise DataError(
-                    f"{directory}: no training run ({', '.join(RUN_FILES)}) or evaluation ({', '.join(EVAL_FILES)}) "
-                    "files here or in its sub-folders; pass a folder written by 'mrg train' or 'mrg evaluate'"
-                )
+        # the folder itself and its sub-folders (not checkpoints): a run folder often holds its evaluation
+        candidates = [directory] if is_run_dir(directory) or is_eval_dir(directory) else []
+        candidates += sorted(
+            p for p in directory.iterdir()
+            if p.is_dir() and not _STEP_DIR.match(p.name) and (is_run_dir(p) or is_eval_dir(p))
+        )
+        if not candidates:
+            raise DataError(
+                f"{directory}: no training run ({', '.join(RUN_FILES)}) or evaluation ({', '.join(EVAL_FILES)}) "
+                "files here or in its sub-folders; pass a folder written by 'mrg train' or 'mrg evaluate'"
+            )
         for candidate in candidates:
             key = candidate.resolve()
             if key in seen:

@@ -315,6 +315,10 @@ def test_folder_holding_run_and_evaluation_is_searched_one_level_down(tmp_path: 
     assert found.evaluations[0].intervals["bleu_4"] == pytest.approx((METRICS["bleu_4"] * 0.9, METRICS["bleu_4"] * 1.1))
     result = build_report([demo], tmp_path / "demo.html")
     assert (result.runs, result.evaluations, result.studies) == (1, 1, len(PAIRS))
+    # an evaluation written inside the run folder is found from the run folder, and named twice it counts once
+    make_eval(demo / "train" / "eval", dataset_dir)
+    found = discover([demo / "train", demo / "train" / "eval"])
+    assert len(found.runs) == 1 and [e.root.name for e in found.evaluations] == ["eval"]
 
 
 def test_two_evaluations_get_a_comparison_table(tmp_path: Path, dataset_dir: Path) -> None:

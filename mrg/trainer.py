@@ -738,12 +738,13 @@ def _log_step(accelerator: Accelerator, window: _Window, step: int, total: int, 
     )
 
 
-_SHOWN_METRICS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_f1")
+HEADLINE_METRICS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_f1")
+"""The validation metrics the log lines show (all of them go to val_metrics.jsonl and the trackers)."""
 
 
 def _val_line(record: dict[str, Any], select: dict[str, float]) -> str:
     metrics = record["metrics"]
-    names = [n for n in _SHOWN_METRICS if n in metrics] + [n for n in select if n not in _SHOWN_METRICS]
+    names = [n for n in HEADLINE_METRICS if n in metrics] + [n for n in select if n not in HEADLINE_METRICS]
     shown = ", ".join(f"{n} {metrics[n]:.4f}" for n in names)
     rule = " + ".join(f"{w:g}*{k}" for k, w in select.items())
     return f"validation at step {record['step']}: score {record['score']:.4f} ({rule}); {shown} (all in val_metrics.jsonl)"

@@ -67,10 +67,13 @@ def _print_result(result: Any) -> None:
         table.add_row("last loss", f"{result.history[-1]['loss']:.4f}")
     table.add_row("last", str(result.last_checkpoint) if result.last_checkpoint else "-")
     if result.best_checkpoint is not None and result.best_score is not None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in (result.best_metrics or {}).items() if isinstance(v, (int, float)))
+        from mrg.trainer import HEADLINE_METRICS
+
+        metrics = result.best_metrics or {}
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
         table.add_row("best", f"{result.best_checkpoint} (score {result.best_score:.4f}; {shown})")
     console.print(table)
-    target = result.best_checkpoint or result.last_checkpoint
-    if target is not None:
+    target = result.run_dir / ("best" if result.best_checkpoint is not None else "last")
+    if result.last_checkpoint is not None:
         console.print(f"next: mrg generate --checkpoint {target} --split test --out {result.run_dir / 'test_predictions.jsonl'}",
                       soft_wrap=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mrg.config import EvalConfig
-from mrg.console import info, warn
+from mrg.console import info, is_main_process, warn
 from mrg.data.chexpert import OBSERVATIONS
 from mrg.data.text import normalize_report
 from mrg.errors import ConfigError, DataError, MetricError
@@ -466,7 +466,8 @@ class Scores:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _start_meteor(cfg: EvalConfig) -> Any:
+def _start_meteor(cfg: EvalConfig, start: bool = True) -> Any:
+    """The process-wide METEOR scorer, its JVMs started now (``start``) or at its first call."""
     if not cfg.meteor:
         return None
     from mrg.metrics.meteor import default_jvms, get_meteor
@@ -474,7 +475,10 @@ def _start_meteor(cfg: EvalConfig) -> Any:
     if cfg.meteor_jvms < 0:
         raise ConfigError(f"eval.meteor_jvms must be 0 (automatic) or a number of JVMs, got {cfg.meteor_jvms}")
     scorer = get_meteor(timeout=cfg.meteor_timeout, jvms=cfg.meteor_jvms or default_jvms())
-    scorer.start()
+    if start:
+        scorer.start()
+    else:
+        scorer.command()  # still fail now, not mid-training, when Java or the jar is missing
     return scorer
 
 
@@ -537,7 +541,8 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 def make_scorer(eval_cfg: EvalConfig, normalize: str) -> Callable[[list[str], list[str]], dict[str, float]]:
     """A validation scorer for the trainer: ``scorer(predictions, references) -> {metric: value}``.
 
-    The METEOR JVM starts now (in the background) and stays warm for every later call of this process.
+    The METEOR JVMs start now (in the background) and stay warm for every later call of this process; on the
+    other processes of a distributed run (rank > 0), which never score, they start only if called.
     Texts are normalised per ``eval_cfg.protocol`` with the R2Gen cleaner ``normalize`` (the dataset's mode;
     ``auto`` or ``none`` fall back to ``eval_cfg.normalize`` / r2gen-iu). No files are written.
 
@@ -546,7 +551,7 @@ def make_scorer(eval_cfg: EvalConfig, normalize: str) -> Callable[[list[str], li
     """
     _check_config(eval_cfg)
     mode = resolve_normalize(eval_cfg, normalize if normalize in ("r2gen-iu", "r2gen-mimic") else None)
-    meteor = _start_meteor(eval_cfg)
+    meteor = _start_meteor(eval_cfg, start=is_main_process())
 
     def scorer(predictions: list[str], references: list[str]) -> dict[str, float]:
         if len(predictions) != len(references):

@@ -326,3 +326,17 @@ def test_prepare_texts_r2gen_is_idempotent() -> None:
     twice = prepare_texts(once.predictions, once.references, "r2gen", "r2gen-iu", None)
     assert once.predictions == twice.predictions == ["the heart is normal . lungs clear ."]
     assert once.references == twice.references
+
+
+@java
+def test_make_scorer_starts_no_jvm_on_other_ranks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import mrg.metrics.meteor as meteor_module
+
+    monkeypatch.setattr(meteor_module, "_SINGLETON", None)
+    monkeypatch.setenv("RANK", "1")
+    make_scorer(EvalConfig(), "r2gen-iu")
+    assert meteor_module._SINGLETON is not None and meteor_module._SINGLETON.pid is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # a missing Java still fails at once, not mid-training
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(MetricError, match="needs Java"):
+        make_scorer(EvalConfig(), "r2gen-iu")

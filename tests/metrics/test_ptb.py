@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,15 @@ TEXTS = [
 ]
 
 
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime on PATH")
+
+
 def _package_listing() -> set[str]:
     folder = pycocoevalcap_file("tokenizer", "stanford-corenlp-3.4.1.jar").parent
     return set(os.listdir(folder))
 
 
+@needs_java
 @pytest.mark.java
 def test_identical_to_pycocoevalcap(corpus_rng: random.Random, report_maker) -> None:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -42,6 +47,7 @@ def test_identical_to_pycocoevalcap(corpus_rng: random.Random, report_maker) -> 
     assert ours[1] == ""
 
 
+@needs_java
 @pytest.mark.java
 def test_carriage_returns_do_not_shift_captions() -> None:
     prepared, references = ptb_tokenize_many(["first\rline", "second\u2028line", "third"], ["a !", "b", "c"])

@@ -873,7 +873,7 @@ def _print_summary(accelerator: Accelerator, cfg: RunConfig, model: torch.nn.Mod
     effective = t.micro_batch_size * t.grad_accum_steps * accelerator.num_processes
     table = Table(title=f"mrg train -> {run_dir}", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # paths are folded, never cut
     table.add_row("start", f"resumed from {start.step_dir} (step {start.step})" if start.step_dir else "new run")
     table.add_row("processes", f"{accelerator.num_processes} x {accelerator.device.type} ({accelerator.distributed_type.value}), "
                   f"precision {t.precision}")

@@ -61,7 +61,7 @@ def _print_result(result: Any) -> None:
 
     table = Table(title=f"trained {result.run_dir}", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # paths are folded, never cut
     table.add_row("steps", f"{result.step:,} of {result.total_steps:,} (epochs completed: {result.epoch})")
     if result.history:
         table.add_row("last loss", f"{result.history[-1]['loss']:.4f}")

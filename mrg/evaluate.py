@@ -503,12 +503,12 @@ def score_texts(
     statistics = nlg_statistics(nlg)
     pred_labels = table = None
     if cfg.clinical:
-        from mrg.metrics import clinical, labeler
+        from mrg.metrics import clinical
 
         t0 = time.perf_counter()
-        pred_labels = labeler.label_reports(prepared.label_predictions)
+        pred_labels = _label(prepared.label_predictions)
         if ref_labels is None:
-            ref_labels = labeler.label_reports(prepared.label_references)
+            ref_labels = _label(prepared.label_references)
         counts = clinical.ce_counts(pred_labels, ref_labels)
         ce = clinical.clinical_efficacy_from_counts(counts)
         metrics.update(ce)
@@ -528,6 +528,22 @@ def score_texts(
     ordered = {k: metrics[k] for k in NLG_KEYS if k in metrics}
     ordered.update({k: v for k, v in metrics.items() if k not in ordered})
     return Scores(ordered, items, statistics, pred_labels, ref_labels, table, timings)
+
+
+_LABELS: dict[str, dict[str, float]] = {}
+_LABELS_MAX = 200_000
+
+
+def _label(texts: Sequence[str]) -> list[dict[str, float]]:
+    """Labels of ``texts``, remembered across calls: validation relabels the same references every time."""
+    from mrg.metrics.labeler import label_reports
+
+    todo = list(dict.fromkeys(t for t in texts if t not in _LABELS))
+    if todo:
+        if len(_LABELS) + len(todo) > _LABELS_MAX:
+            _LABELS.clear()
+        _LABELS.update(zip(todo, label_reports(todo), strict=True))
+    return [dict(_LABELS[t]) for t in texts]
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -38,13 +38,17 @@ def make_inputs(root: Path, n: int, image_size: int, views: int, distinct: int, 
     data = root / "data"
     prepare_output_dir(data, {"kind": "bench-report"}, force=False)
     cases = sample_cases(distinct, seed=0)
-    films = [render_frontal(cases, image_size, 0)] + ([render_lateral(cases, image_size, 0)] if views > 1 else [])
+    render_size = min(image_size, 512)  # the renderer works on whole batches of grids; larger films are upscaled
+    films = [render_frontal(cases, render_size, 0)] + ([render_lateral(cases, render_size, 0)] if views > 1 else [])
     suffix = ".jpg" if fmt == "jpeg" else ".png"
     pool = root / "pool"
     pool.mkdir()
     for v, batch in enumerate(films):
         for i, pixels in enumerate(batch):
-            Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="L").save(pool / f"{i}-{v}{suffix}", quality=92)
+            film = Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="L")
+            if render_size != image_size:
+                film = film.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            film.save(pool / f"{i}-{v}{suffix}", quality=92)
     studies = generate_studies(n, seed=0, views=views)
     for index, study in enumerate(studies):
         study.split = "test"

@@ -407,6 +407,23 @@ def test_unreadable_image_is_a_placeholder(tmp_path: Path, eval_dir: Path, datas
     assert result.missing_images == 1 and result.thumbnails == 2 * len(PAIRS) - 1
 
 
+def test_jpeg_thumbnails_and_damaged_jpeg(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    from mrg.report.studies import thumbnail_data_uri
+
+    film = tmp_path / "film.jpg"
+    Image.new("L", (1200, 1500), 128).save(film, quality=90)
+    data = base64.b64decode(thumbnail_data_uri(film, 96).split(",", 1)[1])
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.size == (77, 96) and thumb.mode == "L"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
+        thumbnail_data_uri(broken, 96)
+
+
 def test_the_write_is_atomic(tmp_path: Path, eval_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "site" / "report.html"
     out.parent.mkdir()

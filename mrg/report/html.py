@@ -270,35 +270,40 @@ def evaluation_section(ev: EvalInputs, index: int, table: StudyTable | None) -> 
 
 
 def compare_table(ev: EvalInputs) -> str:
-    """The paired test against a second system (``mrg evaluate --compare``), when it was run."""
+    """The paired test against a second system (``mrg evaluate --compare``): headline metrics, the rest folded."""
     block = ev.extra.get("compare")
     if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
         return ""
     titles = dict(NLG_METRICS) | {"ce_precision": "CE precision", "ce_recall": "CE recall", "ce_f1": "CE F1"}
-    rows = []
+    headline: list[str] = []
+    others: list[str] = []
     for key, test in block["metrics"].items():
         if not isinstance(test, dict):
             continue
         p_value = test.get("p_value")
         row_class = ' class="sig"' if isinstance(p_value, (int, float)) and p_value < 0.05 else ""
-        rows.append(
+        (headline if key in titles else others).append(
             f'<tr{row_class}><th scope="row">{e(titles.get(key, key))}</th>'
             + "".join(f'<td class="num">{fmt(test.get(k))}</td>' for k in ("a", "b", "delta"))
-            + f'<td class="num ci">{fmt(test.get("ci_low"))}\u2013{fmt(test.get("ci_high"))}</td>'
+            + f'<td class="num ci">[{fmt(test.get("ci_low"))}, {fmt(test.get("ci_high"))}]</td>'
             + f'<td class="num">{fmt(p_value, 3)}</td></tr>'
         )
-    if not rows:
+    if not headline and not others:
         return ""
     level = block.get("confidence", 0.95)
     ci_title = f"{float(level) * 100:g}% CI of A \u2212 B" if isinstance(level, (int, float)) else "CI"
-    caption = (f"Paired comparison with {block.get('predictions', 'a second system')} (B) on the same items: "
-               f"{block.get('resamples', '?')} resamples; p-value by approximate randomisation")
-    return (
-        f'<table class="metrics compare"><caption>{e(caption)}</caption><thead><tr><th scope="col">Metric</th>'
-        '<th scope="col" class="num">A (this)</th><th scope="col" class="num">B</th><th scope="col" class="num">A \u2212 B</th>'
-        f'<th scope="col" class="num">{e(ci_title)}</th>'
-        f'<th scope="col" class="num">p</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    head = (
+        '<thead><tr><th scope="col">Metric</th><th scope="col" class="num">A (this)</th><th scope="col" class="num">B</th>'
+        f'<th scope="col" class="num">A \u2212 B</th><th scope="col" class="num">{e(ci_title)}</th>'
+        '<th scope="col" class="num">p</th></tr></thead>'
     )
+    caption = (f"Paired comparison with {block.get('predictions', 'a second system')} (B) on the same items: "
+               f"{block.get('resamples', '?')} resamples, p by approximate randomisation; bold: p < 0.05")
+    html = f'<table class="metrics compare"><caption>{e(caption)}</caption>{head}<tbody>{"".join(headline)}</tbody></table>'
+    if others:
+        html += (f"<details><summary>Paired comparison of the other {len(others)} metrics</summary>"
+                 f'<table class="metrics compare">{head}<tbody>{"".join(others)}</tbody></table></details>')
+    return html
 
 
 def _protocol_summary(ev: EvalInputs) -> str:

@@ -95,6 +95,7 @@ def make_eval(
     record_predictions: bool = True,
     sidecar: bool = True,
     texts_in_per_sample: bool = True,
+    compare: bool = False,
 ) -> Path:
     """An ``mrg evaluate`` folder: metrics.json, per_sample.csv, metrics.md, plus the predictions it scored."""
     root.mkdir(parents=True, exist_ok=True)
@@ -126,6 +127,12 @@ def make_eval(
             "resamples": 200, "seed": 0, "confidence": 0.95, "method": "percentile bootstrap over items",
             "intervals": {k: {"low": v * 0.9, "high": v * 1.1, "std": v * 0.05} for k, v in METRICS.items()},
         }
+    if compare:  # mrg evaluate --compare base.jsonl: A is this system, B the baseline
+        tests = {k: {"a": v, "b": v / 2, "delta": v / 2, "p_value": 0.01 if k.startswith("bleu") else 0.4,
+                     "ci_low": v / 4 - 0.2, "ci_high": v * 0.75} for k, v in METRICS.items()}
+        record["compare"] = {"predictions": "base <1>.jsonl", "predictions_sha256": "cd" * 32, "resamples": 500,
+                             "seed": 0, "confidence": 0.95, "b_metrics": {k: v / 2 for k, v in METRICS.items()},
+                             "metrics": tests}
     record["timings"] = {"total_s": 1.5}
     record["provenance"] = {"mrg_version": "0.1.0", "git": "abc123", "time": "2025-01-01T00:00:00Z"}
     (root / "metrics.json").write_text(json.dumps(record, indent=2), encoding="utf-8")

@@ -321,6 +321,21 @@ def test_folder_holding_run_and_evaluation_is_searched_one_level_down(tmp_path: 
     assert len(found.runs) == 1 and [e.root.name for e in found.evaluations] == ["eval"]
 
 
+def test_paired_comparison_block(tmp_path: Path, dataset_dir: Path) -> None:
+    out = tmp_path / "c.html"
+    build_report([make_eval(tmp_path / "ev", dataset_dir, compare=True)], out)
+    page, _ = parse_html(out)
+    first, folded = page.find_all("table", cls="compare")
+    assert "base <1>.jsonl (B)" in first.find("caption").text() and "500 resamples" in first.find("caption").text()
+    rows = {tr.find("th").text(): tr for tr in first.find("tbody").find_all("tr")}
+    assert list(rows) == ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "CE precision", "CE recall", "CE F1"]
+    cider = [td.text() for td in rows["CIDEr"].find_all("td")]
+    v = METRICS["cider"]
+    assert cider == [f"{v:.4f}", f"{v / 2:.4f}", f"{v / 2:.4f}", f"[{v / 4 - 0.2:.4f}, {v * 0.75:.4f}]", "0.400"]
+    assert "sig" in rows["BLEU-4"].classes and "sig" not in rows["CIDEr"].classes
+    assert folded.parent.tag == "details" and len(folded.find("tbody").find_all("tr")) == len(METRICS) - 10
+
+
 def test_two_evaluations_get_a_comparison_table(tmp_path: Path, dataset_dir: Path) -> None:
     first = make_eval(tmp_path / "a", dataset_dir)
     second = make_eval(tmp_path / "b", dataset_dir, bootstrap=False)

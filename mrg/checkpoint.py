@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -447,18 +446,3 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
         shutil.rmtree(step_dir)
         removed.append(step_dir)
     return removed
-
-
-def config_fields(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """A flat ``{dotted.key: value}`` view of a config (lists and dicts as strings), e.g. for TensorBoard."""
-    flat: dict[str, Any] = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        if is_dataclass(value):
-            flat.update(config_fields(value, key))
-        elif isinstance(value, (list, dict, tuple)) or value is None:
-            flat[key] = str(value)
-        else:
-            flat[key] = value
-    return flat

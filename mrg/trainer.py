@@ -486,14 +486,6 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
     accelerator = _make_accelerator(cfg, run_dir, keep_until_step=start.step if start.step_dir else None)
     is_main = accelerator.is_main_process
     world = accelerator.num_processes
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_staging_dirs(run_dir)
-        save_config(cfg, run_dir / "config.yaml")
-        _write_run_provenance(run_dir, start)
-        if start.step_dir is not None and start.step_dir.parent.resolve() == run_dir.resolve():
-            _restore_pointers(run_dir, start)
-    accelerator.wait_for_everyone()
 
     # ---- model, data, optimizer (the same seed on every process gives the same initial weights)
     set_seed(t.seed)
@@ -543,11 +535,20 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: str | None =
     if start.step_dir is not None:
         _load_training_state(accelerator, optimizer, scheduler, start.step_dir)
 
+    # ---- everything checked: only now does the run folder get written
     if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_staging_dirs(run_dir)
+        save_config(cfg, run_dir / "config.yaml")
+        _write_run_provenance(run_dir, start)
+        if start.step_dir is not None and start.step_dir.parent.resolve() == run_dir.resolve():
+            _restore_pointers(run_dir, start)
         init_kwargs = {"tensorboard": {"purge_step": start.step + 1}} if start.step_dir else {}
         accelerator.init_trackers("tensorboard", init_kwargs=init_kwargs)
         _print_summary(accelerator, cfg, model, start, run_dir, len(train_set), len(val_indices) if validation_on else 0,  # type: ignore[arg-type]
                        steps_per_epoch, total_steps)
+
+    accelerator.wait_for_everyone()
 
     best = dict(start.meta.get("best") or {})  # {"step", "score", "metrics", "dir"}
     result = TrainResult(run_dir, start.step, start.epoch, total_steps, start.step_dir, _pointer(run_dir, "best"),

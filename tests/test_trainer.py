@@ -280,6 +280,7 @@ def test_too_few_training_studies_for_one_batch(tmp_path: Path, toy_training) ->
     toy_training.num_train = 3
     with pytest.raises(ConfigError, match=r"3 studies, fewer than one effective batch \(2 x 2 x 1 processes = 4\)"):
         _toy_fit(tmp_path / "run", "train.grad_accum_steps=2")
+    assert not (tmp_path / "run").exists()  # a refused run writes nothing
 
 
 def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path: Path, toy_training) -> None:

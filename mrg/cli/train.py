@@ -37,10 +37,19 @@ def train_cmd(
     from mrg.trainer import fit
 
     cfg = load_config(config, list(overrides or []))
-    scorer = _make_scorer(cfg) if cfg.train.val_every != -1 else None
+    if cfg.train.val_every == -1:
+        scorer = None
+    elif is_main_process():
+        scorer = _make_scorer(cfg)
+    else:  # fit scores on process 0 only: no METEOR JVM on the other processes
+        scorer = _scored_on_process_zero
     result = fit(cfg, out, resume=resume, scorer=scorer)
     if is_main_process():
         _print_result(result)
+
+
+def _scored_on_process_zero(predictions: list[str], references: list[str]) -> dict[str, float]:
+    raise RuntimeError("validation is scored on process 0 only")  # pragma: no cover - fit never calls it here
 
 
 def _make_scorer(cfg: Any) -> Any:

@@ -74,8 +74,8 @@ SHORT_OBSERVATION = {
 }
 _LABEL_MARK = {POSITIVE: ("pos", "+", "positive"), NEGATIVE: ("neg", "\u2212", "negative"), UNCERTAIN: ("unc", "?", "uncertain")}
 _BLANK_MARK = ("blank", "\u00b7", "not mentioned")
-INLINE_THUMBNAIL_ROWS = 100
-"""Rows whose thumbnails are inline ``<img>`` (the first page, also without JavaScript); later rows' are deferred."""
+PAGE_ROWS = 100
+"""Rows per page of a per-study table (with JavaScript; without it every row shows)."""
 
 # Validation metrics charted, in this order (a scorer without any of them: its first few metrics).
 _VAL_CHARTED = ("bleu_4", "cider", "meteor", "rouge_l", "ce_f1")
@@ -533,44 +533,31 @@ def _label_list(row: StudyRow, disagreements: set[str]) -> str:
     return f'<ul class="labels">{"".join(items)}</ul>'
 
 
-def _thumbnails(row: StudyRow, deferred: list[str] | None) -> str:
-    """The row's thumbnails: inline ``<img>``, or (``deferred`` given) placeholders the script fills in.
-
-    A deferred image's ``data:`` URI goes into ``deferred`` (the table's JSON blob) and the placeholder keeps
-    its index in ``data-t``. Thousands of ``<img>`` elements with inline data make a browser parse and decode
-    every one before the page is usable; the blob is one string, parsed when a row is first shown.
-    """
+def _thumbnails(row: StudyRow) -> str:
     if not row.thumbnails:
         return '<span class="noimg" role="img" aria-label="no image">no image</span>'
     parts = []
     for view, uri in enumerate(row.thumbnails, start=1):
-        alt = f"study {row.id}, view {view}"
         if uri is None:
             parts.append(f'<span class="noimg" role="img" aria-label="image {view} missing">missing</span>')
-        elif deferred is not None:
-            deferred.append(uri)
-            parts.append(
-                f'<span class="noimg lazy" role="img" aria-label="{e(alt)}" data-t="{len(deferred) - 1}" '
-                f'title="shown when JavaScript is on">view {view}</span>'
-            )
         else:
-            parts.append(f'<img src="{e(uri)}" alt="{e(alt)}" loading="lazy" decoding="async">')
+            parts.append(f'<img src="{e(uri)}" alt="study {e(row.id)}, view {view}" loading="lazy" decoding="async">')
     return "".join(parts)
 
 
 def studies_section(table: StudyTable, index: int, anchor: str) -> str:
-    """The per-study table with its controls (hidden until the script reveals them) and deferred thumbnails."""
+    """The per-study table with its controls (hidden until the script reveals them)."""
     rows = table.rows
     with_images = table.images_source is not None
     options = "".join(f'<option value="{e(obs)}">{e(obs)}</option>' for obs in OBSERVATIONS)
     dis_total = sum(1 for r in rows if r.disagreements)
+    page_options = "".join(f"<option{' selected' if n == PAGE_ROWS else ''}>{n}</option>" for n in sorted({25, PAGE_ROWS, 500}))
     controls = (
         f'<div class="controls" hidden data-for="studies-{index}">'
         f'<label class="search">Search <input type="search" placeholder="id or words in either report" aria-controls="studies-{index}"></label>'
         '<label class="toggle"><input type="checkbox" class="only-dis"> only disagreements</label>'
         f'<label>Observation <select class="obs-filter"><option value="">any</option>{options}</select></label>'
-        '<label>Rows <select class="page-size"><option>25</option><option selected>100</option><option>500</option>'
-        '<option value="0">all</option></select></label>'
+        f'<label>Rows <select class="page-size">{page_options}<option value="0">all</option></select></label>'
         '<span class="count" aria-live="polite"></span>'
         '<span class="pager"><button type="button" class="prev" aria-label="previous page">\u2039</button>'
         '<span class="page"></span><button type="button" class="next" aria-label="next page">\u203a</button></span>'
@@ -586,12 +573,11 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
     ]
     head += [f'<th scope="col" class="num score" data-type="num">{e(title)}</th>' for _, title in table.score_columns]
     body = []
-    deferred: list[str] = []
     for number, row in enumerate(rows, start=1):
         disagreements = row.disagreements
         cells = [f'<td class="num" data-v="{number}">{number}</td>', f'<td class="id">{e(row.id)}</td>']
         if with_images:
-            cells.append(f'<td class="img">{_thumbnails(row, deferred if number > INLINE_THUMBNAIL_ROWS else None)}</td>')
+            cells.append(f'<td class="img">{_thumbnails(row)}</td>')
         cells.append(f'<td class="txt gen">{e(row.prediction)}</td>')
         cells.append(f'<td class="txt ref">{e(row.reference)}</td>')
         cells.append(f'<td class="lab" data-v="{len(disagreements)}">{_label_list(row, set(disagreements))}</td>')
@@ -616,10 +602,7 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         f'<p class="sub">{len(rows)} studies, {dis_total} with at least one label disagreement. {e(source)}</p>{notes}{legend}{controls}'
         f'<div class="scroll"><table class="studies" id="studies-{index}" style="--thumb: {max(24, round(table.thumbnail_size * 2 / 3))}px">'
         f'<caption class="sr-only">{e(table.title)}</caption>'
-        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
-        + (f'<script type="application/json" class="thumbs" data-for="studies-{index}">{_json_for_script(deferred)}</script>'
-           if deferred else "")
-        + "</section>"
+        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div></section>'
     )
 
 
@@ -639,6 +622,12 @@ def comparison_table(evaluations: Sequence[EvalInputs]) -> str:
         '<section id="comparison"><h2>Comparison</h2><table class="metrics comparison">'
         f'<thead><tr><th scope="col">Metric</th>{head}</tr></thead><tbody>{body}</tbody></table></section>'
     )
+
+
+# With JavaScript on, rows after the first page are hidden from the start, so the browser does not lay out
+# thousands of rows that the table script hides a moment later: on 4,000 studies this took the time until the
+# page is usable from 4-8 s to 1-2 s (benchmarks/bench_report.py). Without JavaScript every row shows.
+_FIRST_PAGE_CSS = f"html.js table.studies:not(.ready) > tbody > tr:nth-child(n+{PAGE_ROWS + 1}) {{ display: none; }}"
 
 
 def render_page(
@@ -686,7 +675,8 @@ def render_page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
         f'<meta name="generator" content="mrg {e(version)}">'
-        f"<title>{e(title)}</title><style>{_asset('report.css')}</style></head>"
+        f"<title>{e(title)}</title><style>{_asset('report.css')}{_FIRST_PAGE_CSS}</style>"
+        '<script>document.documentElement.classList.add("js");</script></head>'
         f'<body><header class="top"><div class="wrap"><h1>{e(title)}</h1>'
         f'<p class="meta">Made by mrg {e(version)} on {e(generated)} from {e(", ".join(sources))}</p>'
         f'<nav aria-label="sections">{nav_html}</nav></div></header>'

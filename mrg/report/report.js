@@ -17,23 +17,7 @@
       var dis = row.getAttribute("data-dis");
       row._dis = dis ? dis.split("|") : [];
     });
-    var state = { query: "", onlyDis: false, obs: "", pageSize: 100, page: 0, col: -1, dir: 1 };
-    var blob = document.querySelector('script.thumbs[data-for="' + table.id + '"]');
-    var thumbs = null;
-
-    /* Thumbnails after the first page wait in a JSON blob; a row gets its <img> when it is first shown. */
-    function showImages(row) {
-      var pending = row.querySelectorAll("span.lazy[data-t]");
-      if (!pending.length || !blob) return;
-      if (thumbs === null) thumbs = JSON.parse(blob.textContent);
-      Array.prototype.forEach.call(pending, function (span) {
-        var img = document.createElement("img");
-        img.src = thumbs[+span.getAttribute("data-t")];
-        img.alt = span.getAttribute("aria-label");
-        img.decoding = "async";
-        span.parentNode.replaceChild(img, span);
-      });
-    }
+    var state = { query: "", onlyDis: false, obs: "", pageSize: 0, page: 0, col: -1, dir: 1 };
     var ordered = rows.slice();
     var search = controls.querySelector("input[type=search]");
     var onlyDis = controls.querySelector(".only-dis");
@@ -61,7 +45,6 @@
       var start = state.page * size, end = Math.min(shown.length, start + size);
       var onPage = new Set(shown.slice(start, end));
       ordered.forEach(function (row) { row.classList.toggle("hidden-row", !onPage.has(row)); });
-      onPage.forEach(showImages);
       count.textContent = shown.length === rows.length
         ? "showing " + (shown.length ? start + 1 : 0) + "\u2013" + end + " of " + rows.length + " studies"
         : "showing " + (shown.length ? start + 1 : 0) + "\u2013" + end + " of " + shown.length + " matching (" + rows.length + " studies)";
@@ -122,9 +105,18 @@
     pageSize.addEventListener("change", function () { state.pageSize = parseInt(pageSize.value, 10) || 0; state.page = 0; render(); });
     prev.addEventListener("click", function () { state.page = Math.max(0, state.page - 1); render(); });
     next.addEventListener("click", function () { state.page += 1; render(); });
+    state.pageSize = parseInt(pageSize.value, 10) || 0;
     controls.hidden = false;
     render();
+    table.classList.add("ready");
   }
 
-  document.querySelectorAll("table.studies").forEach(enhance);
+  document.querySelectorAll("table.studies").forEach(function (table) {
+    try {
+      enhance(table);
+    } catch (err) {
+      table.classList.add("ready"); /* show every row rather than a first page that cannot be left */
+      throw err;
+    }
+  });
 })();

@@ -87,7 +87,7 @@ def test_bad_options_are_one_line(run_cli, tmp_path: Path) -> None:
 def test_report_of_real_train_generate_evaluate_outputs(run_cli, tmp_path: Path, synthetic_data: Path, model_cache: Path) -> None:
     """The inputs made by the real commands: mrg train (validated) -> mrg generate -> mrg evaluate -> mrg report."""
     run, preds, evaluation, out = tmp_path / "run", tmp_path / "test.jsonl", tmp_path / "eval", tmp_path / "report.html"
-    result = run_cli("train", "--config", "tiny", "--out", run, *tiny_overrides(synthetic_data, "train.max_steps=3",
+    result = run_cli("train", "--config", "tiny", "--out", run, *tiny_overrides(synthetic_data, "train.max_steps=2",
                      "train.val_every=1", "eval.meteor=false"))
     assert result.exit_code == 0, result.output
     result = run_cli("generate", "--checkpoint", run, "--split", "test", "--out", preds)
@@ -111,9 +111,9 @@ def test_report_of_real_train_generate_evaluate_outputs(run_cli, tmp_path: Path,
     best = (run / "best").resolve()
     assert summary["Checkpoint"].startswith(str(best)) and summary["Labeler"].startswith("mrg-chexpert-rules")
     charts = {fig.find("figcaption").text(): fig for fig in page.find_all("figure", cls="chart")}
-    assert charts["Training loss"].find("path", cls="line").attrs["data-points"] == "3"
+    assert charts["Training loss"].find("path", cls="line").attrs["data-points"] == "2"
     score = next(fig for title, fig in charts.items() if title.startswith("Validation score"))
-    assert score.find("path", cls="line").attrs["data-points"] == "3"
+    assert score.find("path", cls="line").attrs["data-points"] == "2"
     assert score.find("line", cls="marker").attrs["data-x"] == best.name.split("-")[1].lstrip("0")
     rows = page.find("table", cls="studies").find("tbody").find_all("tr")
     assert len(rows) == num_test and len(page.find("table", cls="studies").find_all("img")) == 2 * num_test

@@ -227,7 +227,7 @@ def test_study_table_rows_texts_labels_and_scores(full_report: tuple[Node, Path]
     raw = out.read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in raw and "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
     assert "<b>normal</b>" not in raw
-    assert len(page.find_all("script")) == 2  # the page's own: metadata JSON and the table script
+    assert len(page.find_all("script")) == 3  # the page's own: the "js" class, metadata JSON, the table script
 
     # CXR0002: reference says the heart is enlarged, the prediction says normal -> a flagged disagreement
     disagreeing = by_id["CXR0002"]
@@ -481,25 +481,17 @@ def test_many_studies_stay_usable(tmp_path: Path) -> None:
     assert result.size_bytes / 1000 < 3000  # bytes per study without images
 
 
-def test_thumbnails_after_the_first_page_wait_in_a_json_blob(tmp_path: Path) -> None:
-    from mrg.report.html import INLINE_THUMBNAIL_ROWS
-    from tests.report.conftest import make_dataset
+def test_rows_after_the_first_page_are_hidden_only_with_javascript(full_report: tuple[Node, Path]) -> None:
+    from mrg.report.html import PAGE_ROWS
 
-    pairs = [PAIRS[i % len(PAIRS)] for i in range(INLINE_THUMBNAIL_ROWS + 30)]
-    dataset = make_dataset(tmp_path / "data", pairs, views=1)
-    out = tmp_path / "r.html"
-    result = build_report([make_eval(tmp_path / "ev", dataset, pairs)], out)
-    assert result.thumbnails == len(pairs)
-    page, _ = parse_html(out)
-    rows = _study_rows(page)
-    assert all(row.find_all("img") for row in rows[:INLINE_THUMBNAIL_ROWS])
-    lazy = [row.find("span", cls="lazy") for row in rows[INLINE_THUMBNAIL_ROWS:]]
-    assert all(not row.find_all("img") for row in rows[INLINE_THUMBNAIL_ROWS:])
-    assert [int(span.attrs["data-t"]) for span in lazy] == list(range(30))
-    blob = page.find("script", cls="thumbs")
-    assert blob.attrs["data-for"] == "studies-1" and blob.attrs["type"] == "application/json"
-    uris = json.loads(blob.text())
-    assert len(uris) == 30 and all(u.startswith("data:image/jpeg;base64,") for u in uris)
+    page, _ = full_report
+    head = page.find("head")
+    assert 'document.documentElement.classList.add("js")' in head.find("script").text()
+    css = head.find("style").text()
+    assert f"html.js table.studies:not(.ready) > tbody > tr:nth-child(n+{PAGE_ROWS + 1}) {{ display: none; }}" in css
+    assert "js" not in (page.find("html").attrs.get("class") or "")  # the static page itself shows every row
+    options = page.find("select", cls="page-size").find_all("option")
+    assert [o.text() for o in options if "selected" in o.attrs] == [str(PAGE_ROWS)]
 
 
 # -------------------------------------------------------------------------------------- browser
@@ -576,29 +568,27 @@ def test_browser_renders_and_scripts_sort_and_filter(tmp_path: Path, full_report
 
 
 @pytest.mark.slow
-def test_browser_pages_and_fills_in_deferred_thumbnails(tmp_path: Path) -> None:
-    from mrg.report.html import INLINE_THUMBNAIL_ROWS
+def test_browser_pages_through_a_long_table(tmp_path: Path) -> None:
+    from mrg.report.html import PAGE_ROWS
     from tests.report.conftest import make_dataset
 
     browser = _chromium()
     if browser is None:
         pytest.skip("headless Chromium is not installed (apt-get install chromium)")
-    pairs = [PAIRS[i % len(PAIRS)] for i in range(INLINE_THUMBNAIL_ROWS + 30)]
+    pairs = [PAIRS[i % len(PAIRS)] for i in range(PAGE_ROWS + 30)]
     dataset = make_dataset(tmp_path / "data", pairs, views=1)
     out = tmp_path / "r.html"
     build_report([make_eval(tmp_path / "ev", dataset, pairs)], out)
     result = _probe(browser, tmp_path, out, """
       var table = document.querySelector('table.studies'), out = {};
+      out.ready = table.classList.contains('ready');
       out.first = shownIds(table).length; out.page = document.querySelector('.page').textContent;
-      out.lazyBefore = table.querySelectorAll('span.lazy').length;
       document.querySelector('.next').click();
-      out.second = shownIds(table); out.lazyAfter = table.querySelectorAll('span.lazy').length;
+      out.second = shownIds(table);
       var imgs = Array.from(table.tBodies[0].rows).filter(function (r) { return !r.classList.contains('hidden-row'); })
         .map(function (r) { return r.querySelector('img'); });
-      out.images = imgs.filter(function (i) { return i && i.src.indexOf('data:image/jpeg;base64,') === 0; }).length;
-      setTimeout(function () { out.decoded = imgs.filter(function (i) { return i && i.naturalWidth > 0; }).length; report(out); }, 300);
+      setTimeout(function () { out.decoded = imgs.filter(function (i) { return i && i.naturalWidth > 0; }).length; report(out); }, 500);
     """)
-    assert result["first"] == INLINE_THUMBNAIL_ROWS and result["page"] == "page 1 / 2"
-    assert result["lazyBefore"] == 30 and result["lazyAfter"] == 0
-    assert len(result["second"]) == 30 and result["second"][0] == f"CXR{INLINE_THUMBNAIL_ROWS + 1:04d}"
-    assert result["images"] == 30 and result["decoded"] == 30
+    assert result["ready"] is True and result["first"] == PAGE_ROWS and result["page"] == "page 1 / 2"
+    assert len(result["second"]) == 30 and result["second"][0] == f"CXR{PAGE_ROWS + 1:04d}"
+    assert result["decoded"] == 30

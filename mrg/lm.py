@@ -198,6 +198,10 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
     """
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    from mrg.model.build import quiet_hub_progress
+
+    quiet_hub_progress()
+
     data_root, out_dir = Path(data_root), Path(out_dir)
     train, normalize = _studies(data_root, "train")
     dataset_info = read_json(data_root / "prepare.json")

@@ -38,6 +38,13 @@ from mrg.model.report_model import ReportModel
 TRAINABLE_FILE = "trainable.safetensors"
 
 
+def quiet_hub_progress() -> None:
+    """Hide transformers' per-load "Loading weights" bars: mrg shows its own progress, once per stage."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def trainable_patterns(model_cfg: ModelConfig) -> list[str]:
     """The parameter-name patterns (``fnmatch``) that train under ``model_cfg``: THE declaration."""
     patterns = ["projector.*"]
@@ -105,6 +112,7 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
         ConfigError: a backbone or tokenizer cannot be loaded, missing special tokens, bad LoRA targets.
         CheckpointError: stage 2 and ``model.init_from`` has no usable ``trainable.safetensors``.
     """
+    quiet_hub_progress()
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)

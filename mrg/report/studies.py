@@ -219,9 +219,11 @@ def attach_thumbnails(rows: Sequence[StudyRow], size: int, max_views: int, worke
         except DataError:
             return None
 
+    from mrg.console import track
+
     workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        uris = list(pool.map(one, (path for _, path in jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # image decoding releases the GIL
+        uris = list(track(pool.map(one, (path for _, path in jobs)), "thumbnails", total=len(jobs)))
     for row in rows:
         row.thumbnails = []
     for (row, _), uri in zip(jobs, uris, strict=True):

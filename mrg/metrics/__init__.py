@@ -6,6 +6,7 @@
   with sanitised input, a watchdog and clean shutdown.
 * ``mrg.metrics.ptb`` -- the Stanford PTB tokenizer of the COCO protocol, without writing into site-packages.
 * ``mrg.metrics.stats`` -- bootstrap confidence intervals and paired significance tests over per-item statistics.
+* ``mrg.metrics.java`` -- finding ``java`` and the jars inside the installed pycocoevalcap package.
 * ``mrg.metrics.labeler`` / ``mrg.metrics.clinical`` -- the CheXpert-style labeler and clinical efficacy.
 
 Submodules are imported on demand; importing ``mrg.metrics`` itself is cheap.

@@ -725,6 +725,8 @@ def run_evaluation(
     other: EvalSet | None = None
     if compare is not None:
         other = _load_comparison(compare, eval_set)
+    if meteor is not None:
+        meteor.start(len(eval_set.ids))  # a test set is big enough for the parallel JVMs: start them now
     normalize = resolve_normalize(cfg, eval_set.normalize_hint)
     prepared = prepare_texts(eval_set.predictions, eval_set.references, cfg.protocol, normalize, cfg.ref_max_tokens)
     read_s = time.perf_counter() - t0

@@ -290,6 +290,8 @@ def default_jvms() -> int:
 
 
 _MIN_CHUNK = 32  # items per chunk handed to a JVM at least
+PARALLEL_FROM = 1000
+"""Calls of at least this many items start the JVMs beyond the first (a test set, not a small validation)."""
 
 
 class MeteorScorer:
@@ -301,18 +303,20 @@ class MeteorScorer:
     """
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, memory: str = "2G", retries: int = 1,
-                 jvms: int | None = None) -> None:
+                 jvms: int | None = None, parallel_from: int = PARALLEL_FROM) -> None:
         """
         Args:
             timeout: seconds without an answer before the JVMs are killed and restarted.
             memory: the heap limit of each JVM (pycocoevalcap uses 2G; each holds about 0.6 GB once loaded).
             retries: how often a call is retried on restarted JVMs before it fails.
-            jvms: parallel JVMs (None: ``default_jvms()``).
+            jvms: parallel JVMs at most (None: ``default_jvms()``).
+            parallel_from: the JVMs beyond the first start only for a call of at least this many items.
         """
         self.timeout = float(timeout)
         self.memory = memory
         self.retries = int(retries)
         self.jvms = int(jvms) if jvms else default_jvms()
+        self.parallel_from = int(parallel_from)
         self.restarts = 0
         """How many times the watchdog restarted the JVMs (for logs and tests)."""
         self._lock = threading.Lock()
@@ -333,16 +337,22 @@ class MeteorScorer:
                    "-", "-", "-stdio", "-l", "en", "-norm"]
         return command, str(jar.parent)
 
-    def start(self) -> None:
-        """Start the JVMs that are not running, in the background (returns at once; loading continues)."""
+    def start(self, items: int | None = None) -> None:
+        """Start JVMs in the background (returns at once; loading continues).
+
+        Starts the first JVM, and all ``jvms`` when ``items`` (the size of the coming call) reaches
+        ``parallel_from``: a second JVM costs about 8 CPU-seconds to load, which a small validation set never
+        earns back. Running JVMs are kept.
+        """
+        wanted = self.jvms if items is not None and items >= self.parallel_from else 1
         with self._start_lock:
             keep = [p for p in self._processes if p.alive][: self.jvms]
             for process in self._processes:
                 if process not in keep:
                     process.kill()
-            if len(keep) < self.jvms:
+            if len(keep) < wanted:
                 command, cwd = self.command()
-                keep += [_JvmProcess(command, cwd) for _ in range(self.jvms - len(keep))]
+                keep += [_JvmProcess(command, cwd) for _ in range(wanted - len(keep))]
             self._processes = keep
 
     @property
@@ -388,7 +398,7 @@ class MeteorScorer:
         with self._lock:
             failures: list[str] = []
             while True:
-                self.start()
+                self.start(len(lines))
                 processes = list(self._processes)
                 try:
                     return self._exchange(processes, lines)

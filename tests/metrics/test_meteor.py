@@ -32,7 +32,7 @@ def test_identical_to_pycocoevalcap(meteor_scorer, coco_meteor, corpus_rng: rand
     preds[2] = "the µ-lesion — ½ cm , naïve café ."
     preds[3] = "double  spaced   words  "
     ours = meteor_scorer.score(preds, refs)
-    assert len(meteor_scorer.pids) == meteor_scorer.jvms  # with 2 JVMs the 150 items were split between them
+    assert len(meteor_scorer.pids) == meteor_scorer.jvms  # on 2+ cores the 150 items were split between 2 JVMs
     theirs, theirs_items = coco_meteor_score(coco_meteor, preds, refs)
     assert ours.score == theirs
     assert ours.item_scores.tolist() == list(theirs_items)
@@ -195,9 +195,36 @@ def test_a_jvm_slow_to_load_does_not_hold_the_call_back(tmp_path: Path, monkeypa
     _fake_java(tmp_path, f'exec {python_executable} {fake} "$@"')
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with MeteorScorer(timeout=60, jvms=2) as scorer:
+    with MeteorScorer(timeout=60, jvms=2, parallel_from=100) as scorer:
         started = time.monotonic()
         result = scorer.submit(["a"] * 200, [["a"]] * 200).result(timeout=60)
         assert time.monotonic() - started < 20
         assert result.score == 0.25 and len(result.item_scores) == 200
         assert scorer.restarts == 0 and len(scorer.pids) == 2
+
+
+def test_the_second_jvm_starts_only_for_a_large_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      python_executable: str) -> None:
+    fake = tmp_path / "fake_meteor.py"
+    fake.write_text(
+        "import sys\n"
+        "for line in sys.stdin:\n"
+        "    if line.startswith('SCORE'):\n"
+        "        print(' '.join(['1.0'] * 23), flush=True)\n"
+        "    elif line.startswith('EVAL'):\n"
+        "        print('\\n'.join(['0.5'] * line.count('|||')), flush=True)\n"
+        "        print('0.25', flush=True)\n"
+    )
+    _fake_java(tmp_path, f'exec {python_executable} {fake} "$@"')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with MeteorScorer(timeout=30, jvms=2, parallel_from=50) as scorer:
+        scorer.start()
+        assert len(scorer.pids) == 1
+        scorer.score(["a"] * 10, [["a"]] * 10)
+        first = scorer.pids
+        assert len(first) == 1
+        assert len(scorer.score(["a"] * 60, [["a"]] * 60).item_scores) == 60
+        assert len(scorer.pids) == 2 and scorer.pids[0] == first[0]
+        scorer.score(["a"] * 10, [["a"]] * 10)
+        assert len(scorer.pids) == 2  # started JVMs stay warm

@@ -28,6 +28,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -230,6 +231,70 @@ def _flatten(counts: list[list[Counter]], intern: dict[object, int]) -> _Flat:
     )
 
 
+PACKED_VOCAB_LIMIT = 55_000
+"""Largest vocabulary whose 4-grams fit in one int64 (55,000 ** 4 < 2 ** 63); beyond it dictionaries count."""
+
+
+def _packed_counts(hyp_texts: list[str], ref_texts: list[str]) -> tuple[_Flat, _Flat, int] | None:
+    """n-gram counts of both sides with numpy: word ids packed into one integer per n-gram, sorted, run-length.
+
+    Returns None when the vocabulary is too large to pack (the caller falls back to dictionaries).
+    """
+    sides = [[t.split() for t in hyp_texts], [t.split() for t in ref_texts]]
+    words = dict.fromkeys(chain.from_iterable(chain.from_iterable(sides)))
+    vocab = {word: index for index, word in enumerate(words, start=1)}  # 0 is never a word: orders differ
+    base = len(vocab) + 1
+    if base > PACKED_VOCAB_LIMIT:
+        return None
+    lookup = vocab.__getitem__
+    per_side = []
+    for tokens in sides:
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        total = int(lengths.sum())
+        ids = np.fromiter(map(lookup, chain.from_iterable(tokens)), dtype=np.int64, count=total)
+        text = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
+        remaining = np.repeat(lengths, lengths) - (np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        orders = []
+        for order in range(1, N_GRAM + 1):
+            start = np.nonzero(remaining >= order)[0]
+            key = ids[start].copy()
+            for k in range(1, order):
+                key += ids[start + k] * base**k
+            orders.append((text[start], key))
+        per_side.append(orders)
+    # n-gram ids shared by both sides: the rank of each packed key among all keys of its order
+    flats: list[dict[str, list[np.ndarray]]] = [{"text": [], "order": [], "gram": [], "count": []} for _ in sides]
+    offset = 0
+    for order in range(N_GRAM):
+        keys = np.concatenate([per_side[0][order][1], per_side[1][order][1]])
+        unique_keys, inverse = np.unique(keys, return_inverse=True)
+        split = len(per_side[0][order][1])
+        for side, gram_index in ((0, inverse[:split]), (1, inverse[split:])):
+            text = per_side[side][order][0]
+            if len(text) == 0:
+                continue
+            sort = np.lexsort((gram_index, text))
+            text_sorted, gram_sorted = text[sort], gram_index[sort]
+            boundary = np.ones(len(sort), dtype=bool)
+            boundary[1:] = (text_sorted[1:] != text_sorted[:-1]) | (gram_sorted[1:] != gram_sorted[:-1])
+            first = np.nonzero(boundary)[0]
+            counts = np.diff(np.append(first, len(sort)))
+            flats[side]["text"].append(text_sorted[first])
+            flats[side]["order"].append(np.full(len(first), order, dtype=np.int64))
+            flats[side]["gram"].append(gram_sorted[first] + offset)
+            flats[side]["count"].append(counts.astype(np.float64))
+        offset += len(unique_keys)
+
+    def build(parts: dict[str, list[np.ndarray]]) -> _Flat:
+        def cat(name: str, dtype: type) -> np.ndarray:
+            return np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype=dtype)
+
+        return _Flat(text=cat("text", np.int64), order=cat("order", np.int64), gram=cat("gram", np.int64),
+                     count=cat("count", np.float64))
+
+    return build(flats[0]), build(flats[1]), max(offset, 1)
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """``values`` at the positions where ``keys`` (unique) equal ``queries``; 0 where a query is absent."""
     if len(keys) == 0:
@@ -283,10 +348,15 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
     refs_per_item = np.asarray([len(refs) for refs in references], dtype=np.float64)
     num_rows = len(row_item)
 
-    intern: dict[object, int] = {}
-    hyp = _flatten([ngram_counts(text) for text in predictions], intern)
-    ref = _flatten([ngram_counts(text) for refs in references for text in refs], intern)
-    num_grams = max(len(intern), 1)
+    ref_texts = [text for refs in references for text in refs]
+    packed = _packed_counts(list(predictions), ref_texts)
+    if packed is not None:
+        hyp, ref, num_grams = packed
+    else:  # a vocabulary too large to pack 4-grams into 64 bits: count with dictionaries
+        intern: dict[object, int] = {}
+        hyp = _flatten([ngram_counts(text) for text in predictions], intern)
+        ref = _flatten([ngram_counts(text) for text in ref_texts], intern)
+        num_grams = max(len(intern), 1)
     ref_item = row_item[ref.text]
 
     # ---- BLEU: per-item lengths, guesses and clipped matches (max count over an item's references)

@@ -150,3 +150,16 @@ def test_mismatched_inputs_are_refused() -> None:
 def test_empty_corpus_scores_zero() -> None:
     scores = score_nlg([], [])
     assert scores.as_dict()["cider"] == 0.0
+
+
+def test_parity_when_the_vocabulary_is_too_large_to_pack(monkeypatch: pytest.MonkeyPatch, corpus) -> None:
+    import mrg.metrics.nlg as nlg
+
+    preds, refs = corpus(120)
+    references = [[r] for r in refs]
+    references[3].append("a second reference . with other words")
+    packed = score_nlg(preds, references)
+    monkeypatch.setattr(nlg, "PACKED_VOCAB_LIMIT", 2)  # forces the dictionary path
+    unpacked = score_nlg(preds, references)
+    assert unpacked.as_dict() == pytest.approx(packed.as_dict(), abs=1e-12)
+    assert_parity(preds, references)

@@ -276,9 +276,29 @@ class ReportModel(nn.Module):
         """(name, parameter) of everything that trains, in module order."""
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 
+    def running_statistics(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, buffer) of the normalisation statistics that training updates.
+
+        A trainable CNN encoder's BatchNorm layers update ``running_mean``/``running_var`` in training
+        mode; evaluation uses them, so they belong to the trained state as much as the weights do.
+        A frozen encoder and the LLM stay in eval mode, so their statistics never change and are not saved.
+        """
+        stats = []
+        for module_name, module in self.named_modules():
+            if not isinstance(module, nn.modules.batchnorm._NormBase) or not module.track_running_stats:
+                continue
+            if module_name.startswith("llm.") or (self.encoder.frozen and module_name.startswith("encoder.")):
+                continue
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                if buffer is not None and buffer_name not in module._non_persistent_buffers_set:
+                    stats.append((f"{module_name}.{buffer_name}", buffer))
+        return stats
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable weights only (never the frozen LLM), detached, keyed by parameter name."""
-        return {name: p.detach() for name, p in self.trainable_named_parameters()}
+        """The trained state only (never the frozen LLM), detached: trainable weights and running statistics."""
+        state = {name: p.detach() for name, p in self.trainable_named_parameters()}
+        state.update((name, b.detach()) for name, b in self.running_statistics())
+        return state
 
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load weights saved by ``trainable_state_dict``.
@@ -286,7 +306,8 @@ class ReportModel(nn.Module):
         Raises:
             CheckpointError: with ``strict``, missing or unexpected keys (listed); always, a shape mismatch.
         """
-        params = dict(self.trainable_named_parameters())
+        params: dict[str, torch.Tensor] = dict(self.trainable_named_parameters())
+        params.update(self.running_statistics())
         missing = sorted(set(params) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(params))
         if strict and (missing or unexpected):

@@ -189,3 +189,31 @@ def test_checkpoint_generation_defaults_do_not_leak(make_cfg, tiny_batch) -> Non
     defaults.do_sample, defaults.temperature, defaults.top_k, defaults.no_repeat_ngram_size = True, 0.6, 3, 1
     defaults.early_stopping = True
     assert (model.generate(tiny_batch, beam), model.generate(tiny_batch, greedy)) == before
+
+
+@pytest.mark.parametrize("trainable", ["full", "frozen"])
+def test_batchnorm_statistics_are_part_of_the_trained_state(make_cfg, tiny_batch, trainable: str) -> None:
+    """A CNN encoder's BatchNorm running statistics change in training; a reloaded model must use them."""
+    cfg = make_cfg("model.encoder.name_or_path=random:resnet", f"model.encoder.trainable={trainable}")
+    model = build_model(cfg)
+    stats = dict(model.running_statistics())
+    if trainable == "frozen":
+        assert not stats  # a frozen encoder stays in eval mode: its statistics never move
+        return
+    assert any(name.endswith("running_mean") for name in stats) and all(n.startswith("encoder.") for n in stats)
+    before = {n: b.clone() for n, b in stats.items()}
+    model.train()
+    optimizer = torch.optim.SGD([p for _, p in model.trainable_named_parameters()], lr=0.1)
+    for _ in range(3):
+        model(tiny_batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert any(not torch.equal(before[n], b) for n, b in model.running_statistics())
+    state = model.trainable_state_dict()
+    assert set(before) <= set(state)
+    fresh = build_model(cfg)
+    fresh.load_trainable_state_dict({k: v.clone() for k, v in state.items()})
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model.visual_tokens(tiny_batch)[0], fresh.visual_tokens(tiny_batch)[0])

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -154,17 +155,28 @@ def mode_twice(corpus: Path, jvms: int) -> dict:
 MODES = {"meteor-alone": mode_meteor_alone, "coco": mode_coco, "twice": mode_twice}
 
 
-def _run(args: list[str]) -> tuple[float, str]:
+CPU: dict[str, float] = {}
+"""CPU seconds (user + system, the process and every JVM it started) of each measured command."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(args: list[str], name: str) -> tuple[float, str]:
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    CPU[name] = _children_cpu() - cpu
     if done.returncode != 0:
         sys.exit(f"{' '.join(args[:4])} failed:\n{done.stdout}\n{done.stderr}")
     return wall, done.stdout
 
 
 def _helper(mode: str, corpus: Path, jvms: int) -> tuple[float, dict]:
-    wall, stdout = _run([sys.executable, __file__, "--mode", mode, "--corpus", str(corpus), "--jvms", str(jvms)])
+    wall, stdout = _run([sys.executable, __file__, "--mode", mode, "--corpus", str(corpus), "--jvms", str(jvms)], mode)
     return wall, json.loads(stdout.strip().splitlines()[-1])
 
 
@@ -194,7 +206,7 @@ def main() -> None:
         mrg_cmd = [str(Path(sys.executable).parent / "mrg"), "evaluate", "-p", str(corpus), "-o", str(Path(folder) / "out")]
         if args.jvms:
             mrg_cmd.append(f"eval.meteor_jvms={args.jvms}")
-        evaluate_wall, _ = _run(mrg_cmd)
+        evaluate_wall, _ = _run(mrg_cmd, "evaluate")
         record = json.loads((Path(folder) / "out" / "metrics.json").read_text())
         twice_wall, twice = _helper("twice", corpus, args.jvms)
 
@@ -205,12 +217,12 @@ def main() -> None:
           f" (METEOR equal: {record['meteor'] == coco['meteor']})")
     print()
     print(f"METEOR JVMs used by mrg: {meteor_info['jvms']}")
-    print(f"(1) METEOR alone (mrg scorer, cold, whole process):    {meteor_wall:7.2f} s")
-    print(f"(2) pycocoevalcap Bleu, Meteor, Rouge, Cider in turn:  {coco_wall:7.2f} s  "
+    print(f"(1) METEOR alone (mrg scorer, cold, whole process):    {meteor_wall:7.2f} s  (CPU {CPU['meteor-alone']:.1f} s)")
+    print(f"(2) pycocoevalcap Bleu, Meteor, Rouge, Cider in turn:  {coco_wall:7.2f} s  (CPU {CPU['coco']:.1f} s; "
           f"(bleu {coco['bleu_s']:.2f}, meteor {coco['meteor_s']:.2f}, rouge {coco['rouge_l_s']:.2f}, "
           f"cider {coco['cider_s']:.2f})")
-    print(f"(3) mrg evaluate, whole command:                       {evaluate_wall:7.2f} s  "
-          f"(inside: {json.dumps(record['timings'])})")
+    print(f"(3) mrg evaluate, whole command:                       {evaluate_wall:7.2f} s  (CPU {CPU['evaluate']:.1f} s; "
+          f"inside: {json.dumps(record['timings'])})")
     print(f"(4) run_evaluation twice in one process (A, then B):   first {twice['first_s']:.2f} s, "
           f"second {twice['second_s']:.2f} s")
     python_s, meteor_s, both_s = twice["python_metrics_alone_s"], twice["meteor_alone_warm_s"], twice["both_warm_s"]

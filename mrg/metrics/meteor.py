@@ -372,6 +372,12 @@ class MeteorScorer:
         for process in processes:
             process.kill()
 
+    def __del__(self) -> None:  # a scorer dropped without close() must not leave its JVMs running
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down what close() uses
+            pass
+
     def __enter__(self) -> MeteorScorer:
         return self
 

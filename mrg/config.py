@@ -268,7 +268,7 @@ class EvalConfig:
     meteor_timeout: float = 300.0
     """Seconds without an answer from METEOR's JVM before it is killed and restarted."""
     meteor_jvms: int = 0
-    """METEOR JVMs aligning in parallel for sets of 1000+ items (about 0.6 GB each); 0: two on 2+ cores, else one."""
+    """METEOR JVMs aligning in parallel for sets of 1000+ items (about 0.6 GB each); 0: two on 4+ cores, else one."""
     clinical: bool = True
     """Compute clinical efficacy with the in-project CheXpert-style labeler."""
     bootstrap: int = 0

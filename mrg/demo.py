@@ -1,0 +1,231 @@
+"""``mrg demo``: the whole pipeline on the embedded synthetic default, on a CPU, in minutes.
+
+Stages (each reuses finished work when run again into the same folder):
+
+1. ``mrg prepare synthetic``: chest-film-like images whose structures encode the findings.
+2. ``mrg train-lm``: a small causal LM trained on the training reports with the labeler's findings as
+   context, then frozen and loaded by path like any hub LLM (no pretrained LLM can be downloaded).
+3. ``mrg train``: the promptbook-wise MRG-LLM model (preset ``demo``) with validation-based selection.
+4. ``mrg generate`` on the test split and ``mrg evaluate`` on the result.
+5. The most-frequent-report baseline, scored the same way, so the run shows what the image adds.
+6. ``mrg report``: one self-contained HTML page.
+
+Everything is written under the output folder; ``demo.json`` summarises timings and scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mrg.config import LMConfig, build_config, load_config
+from mrg.console import console
+from mrg.data.chexpert import OBSERVATIONS
+from mrg.data.prepared import Study, load_prepared_dataset
+from mrg.files import write_json_atomic, write_jsonl_atomic
+from mrg.provenance import provenance
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo flavour: the dataset, and overrides of the LM and report-model configs."""
+
+    name: str
+    n: int
+    image_size: int
+    lm_overrides: tuple[str, ...]
+    train_overrides: tuple[str, ...]
+    seed: int = 0
+
+
+FULL = DemoPlan(
+    name="full",
+    n=2000,
+    image_size=128,
+    lm_overrides=("steps=600",),
+    train_overrides=(),
+)
+FAST = DemoPlan(
+    name="fast",
+    n=800,
+    image_size=128,
+    lm_overrides=("steps=250",),
+    train_overrides=("train.max_steps=250", "train.val_every=250", "train.val_subset=60"),
+)
+
+
+@dataclass
+class DemoResult:
+    """What ``run_demo`` produced (also written to ``OUT/demo.json``)."""
+
+    out_dir: Path
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    examples: list[dict[str, Any]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    report_html: Path | None = None
+
+
+def most_frequent_report(studies: list[Study]) -> str:
+    """The training split's most frequent normalised report.
+
+    Ties (in the synthetic set every report is unique) go to the report whose CheXpert label vector
+    is the most frequent among training reports, then to the shortest, then to the first.
+    """
+    from mrg.metrics.labeler import label_reports
+
+    texts = [s.report_clean for s in studies]
+    counts = Counter(texts)
+    top = max(counts.values())
+    candidates = [t for t in dict.fromkeys(texts) if counts[t] == top]
+    if len(candidates) == 1:
+        return candidates[0]
+    labels = label_reports([s.report for s in studies])
+    keys = [tuple(sorted(lab.items())) for lab in labels]
+    key_counts = Counter(keys)
+    key_of = dict(zip(texts, keys, strict=True))
+    return min(candidates, key=lambda t: (-key_counts[key_of[t]], len(t), texts.index(t)))
+
+
+def _pick_examples(test: list[Study], predictions: dict[str, str]) -> list[dict[str, Any]]:
+    """Three test studies to show: a normal one, one with one finding and one with several."""
+    from mrg.data.sources.synthetic import findings_in_words
+
+    def abnormal(study: Study) -> int:
+        return sum(1 for obs, v in (study.labels or {}).items() if v == 1.0 and obs not in ("No Finding", "Support Devices"))
+
+    chosen: list[Study] = []
+    for wanted in (lambda s: abnormal(s) == 0, lambda s: abnormal(s) == 1, lambda s: abnormal(s) >= 2):
+        match = next((s for s in test if wanted(s) and s not in chosen and s.id in predictions), None)
+        if match is not None:
+            chosen.append(match)
+    return [
+        {
+            "id": s.id,
+            "true_findings": findings_in_words(s),
+            "generated": predictions[s.id],
+            "reference": s.report_clean,
+            "image": s.image_paths[0] if s.image_paths else None,
+        }
+        for s in chosen
+    ]
+
+
+def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int, int, str], None] | None = None) -> DemoResult:
+    """Run the demo pipeline into ``out_dir`` and return its scores and examples.
+
+    Args:
+        out_dir: the demo folder (data/, lm/, run/, eval/, report.html, demo.json).
+        fast: the smaller flavour used by CI (fewer studies and steps).
+        on_stage: called as ``on_stage(index, total, title)`` when a stage starts (for the CLI's headings).
+
+    Raises:
+        MrgError: any stage's error (e.g. Java missing for METEOR).
+    """
+    from mrg.data.sources.synthetic import prepare_synthetic
+    from mrg.evaluate import make_scorer, run_evaluation
+    from mrg.generate import generate_reports
+    from mrg.lm import train_report_lm
+    from mrg.report import build_report
+    from mrg.trainer import fit
+
+    plan = FAST if fast else FULL
+    out_dir = Path(out_dir)
+    data_dir, lm_dir, run_dir, eval_dir = out_dir / "data", out_dir / "lm", out_dir / "run", out_dir / "eval"
+    seconds: dict[str, float] = {}
+    stages = ["prepare synthetic data", "train the frozen LM", "train MRG-LLM", "generate test reports",
+              "evaluate", "most-frequent-report baseline", "HTML report"]
+
+    def stage(index: int) -> float:
+        if on_stage is not None:
+            on_stage(index + 1, len(stages), stages[index])
+        return time.perf_counter()
+
+    started = stage(0)
+    prepare_synthetic(data_dir, n=plan.n, seed=plan.seed, image_size=plan.image_size, views=1)
+    seconds["prepare"] = time.perf_counter() - started
+
+    started = stage(1)
+    lm = train_report_lm(data_dir, lm_dir, build_config(LMConfig, {}, list(plan.lm_overrides)))
+    seconds["train_lm"] = time.perf_counter() - started
+
+    started = stage(2)
+    cfg = load_config("demo", [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}", *plan.train_overrides])
+    dataset = load_prepared_dataset(data_dir)
+    scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
+    fit(cfg, run_dir, resume="auto", scorer=scorer)
+    seconds["train"] = time.perf_counter() - started
+
+    started = stage(3)
+    predictions_path = out_dir / "test_predictions.jsonl"
+    generate_reports(run_dir, out_path=predictions_path, data_root=data_dir, split="test")
+    seconds["generate"] = time.perf_counter() - started
+
+    started = stage(4)
+    evaluation = run_evaluation(predictions_path, eval_dir, cfg.eval, data=data_dir, split="test")
+    seconds["evaluate"] = time.perf_counter() - started
+
+    started = stage(5)
+    test = dataset.split("test")
+    constant = most_frequent_report(dataset.split("train"))
+    baseline_path = out_dir / "baseline" / "most_frequent_predictions.jsonl"
+    write_jsonl_atomic(baseline_path, ({"id": s.id, "prediction": constant} for s in test))
+    baseline = run_evaluation(baseline_path, out_dir / "baseline", cfg.eval, data=data_dir, split="test")
+    seconds["baseline"] = time.perf_counter() - started
+
+    started = stage(6)
+    report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo")
+    seconds["report"] = time.perf_counter() - started
+
+    from mrg.files import read_jsonl
+
+    predicted = {row["id"]: row["prediction"] for row in read_jsonl(predictions_path)}
+    metrics = _flat(evaluation.record)
+    baseline_metrics = _flat(baseline.record)
+    examples = _pick_examples(test, predicted)
+    write_json_atomic(
+        out_dir / "demo.json",
+        {
+            "plan": plan.name,
+            "metrics": metrics,
+            "most_frequent_baseline": {"report": constant, "metrics": baseline_metrics},
+            "examples": examples,
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "lm": {k: lm.record.get(k) for k in ("heldout_loss_with_context", "heldout_loss_without_context")},
+            "observations": list(OBSERVATIONS),
+            "provenance": provenance(),
+        },
+    )
+    return DemoResult(out_dir, metrics, baseline_metrics, examples, seconds, report.path)
+
+
+def _flat(record: dict[str, Any]) -> dict[str, float]:
+    """The numeric metrics of a metrics.json record (its flat float keys)."""
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def print_summary(result: DemoResult) -> None:
+    """The metric table (MRG-LLM vs the most-frequent-report baseline) and three studies side by side."""
+    from rich.table import Table
+
+    table = Table(title="test split", title_justify="left")
+    table.add_column("metric")
+    table.add_column("MRG-LLM", justify="right")
+    table.add_column("most-frequent report", justify="right")
+    for key, label in [("bleu_1", "BLEU-1"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"),
+                       ("cider", "CIDEr"), ("ce_precision", "CE precision"), ("ce_recall", "CE recall"),
+                       ("ce_f1", "CE F1 (micro, 14)")]:
+        if key in result.metrics:
+            table.add_row(label, f"{result.metrics[key]:.3f}", f"{result.baseline.get(key, float('nan')):.3f}")
+    console.print(table)
+    studies = Table(title="three test studies", title_justify="left", show_lines=True)
+    studies.add_column("true findings (from the image generator)", ratio=1)
+    studies.add_column("generated report", ratio=2)
+    studies.add_column("reference report", ratio=2)
+    for example in result.examples:
+        studies.add_row(", ".join(example["true_findings"]), example["generated"], example["reference"])
+    console.print(studies)

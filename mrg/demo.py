@@ -46,15 +46,15 @@ FULL = DemoPlan(
     name="full",
     n=2000,
     image_size=128,
-    lm_overrides=("steps=600",),
+    lm_overrides=("steps=500",),
     train_overrides=(),
 )
 FAST = DemoPlan(
     name="fast",
     n=800,
     image_size=128,
-    lm_overrides=("steps=250",),
-    train_overrides=("train.max_steps=250", "train.val_every=250", "train.val_subset=60"),
+    lm_overrides=("steps=200",),
+    train_overrides=("train.max_steps=200", "train.val_every=200", "train.val_subset=60"),
 )
 
 

@@ -18,7 +18,7 @@ os.environ.setdefault("MRG_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: no spinning threads on shared cores
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the CLI does: short OpenMP spins on shared cores
 # random:<kind> models and downloads are cached per test session, never in the user's ~/.cache/mrg
 os.environ.setdefault("MRG_CACHE_DIR", tempfile.mkdtemp(prefix="mrg-test-cache-"))
 

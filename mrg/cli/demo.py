@@ -14,7 +14,7 @@ from mrg.console import console
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("runs/demo"),
-    fast: Annotated[bool, typer.Option("--fast", help="A smaller run (800 studies, 250 steps) for CI; about a minute.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="A smaller run (800 studies, 200 training steps) for CI; about a minute and a half.")] = False,
 ) -> None:
     """Prepare synthetic data, train a frozen LM and MRG-LLM, generate and evaluate test reports, write an HTML report.
 

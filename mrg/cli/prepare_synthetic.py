@@ -66,10 +66,10 @@ def synthetic_cmd(
                                                 "for 1,000+ images); the output does not depend on it.")] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Generate the synthetic dataset: chest-film-like images whose visible structures encode findings, free-text
-    reports (FINDINGS, plus IMPRESSION in sections) and the true CheXpert-14 labels of every study.
+    """Generate the synthetic dataset: chest films whose visible structures encode findings, reports and true labels.
 
-    Needs no download. The output has the same format as 'mrg prepare iu-xray'. See docs/synthetic.md.
+    Free-text reports (FINDINGS, plus IMPRESSION in sections) in varied radiology phrasing, and the true
+    CheXpert-14 labels of every study. Needs no download. The output has the same format as 'mrg prepare iu-xray'. See docs/synthetic.md.
     """
     from mrg.data.sources.synthetic import prepare_synthetic
 

@@ -225,6 +225,15 @@ def _sibling(path: Path, names: dict[str, str]) -> Path | None:
     return None
 
 
+def _single_prediction(value: Any, where: str, item_id: str) -> Any:
+    """The one prediction of an item (R2GenGPT's files hold one-element lists)."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise DataError(f"{where}: id {item_id!r} has {len(value)} predictions; give exactly one")
+        return value[0]
+    return value
+
+
 def _describe_ids(ids: Sequence[str]) -> str:
     shown = ", ".join(repr(i) for i in list(ids)[:_SHOW_IDS])
     return shown + (", ..." if len(ids) > _SHOW_IDS else "")
@@ -311,12 +320,7 @@ def load_eval_set(
     preds: list[str] = []
     refs: list[list[str]] = []
     for item_id in ids:
-        value = pred_file.texts[item_id]
-        if isinstance(value, list):
-            if len(value) != 1:
-                raise DataError(f"{pred_file.path}: id {item_id!r} has {len(value)} predictions; give exactly one")
-            value = value[0]
-        preds.append(value)
+        preds.append(_single_prediction(pred_file.texts[item_id], str(pred_file.path), item_id))
         ref = ref_texts[item_id]
         ref_list = [ref] if isinstance(ref, str) else list(ref)
         if not any(r.strip() for r in ref_list):
@@ -825,12 +829,7 @@ def _load_comparison(path: str | Path, eval_set: EvalSet) -> EvalSet:
         raise DataError(f"--compare {other.path}: " + "; ".join(parts) + "; both systems must cover the same ids")
     preds = []
     for item_id in eval_set.ids:
-        value = other.texts[item_id]
-        if isinstance(value, list):
-            if len(value) != 1:
-                raise DataError(f"--compare {other.path}: id {item_id!r} has {len(value)} predictions; give exactly one")
-            value = value[0]
-        preds.append(value)
+        preds.append(_single_prediction(other.texts[item_id], f"--compare {other.path}", item_id))
     if other.embedded_references and eval_set.sources.get("references_format") == "embedded":
         for item_id, refs in zip(eval_set.ids, eval_set.references, strict=True):
             embedded = other.embedded_references.get(item_id)

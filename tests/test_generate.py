@@ -12,6 +12,7 @@ from PIL import Image
 from mrg.errors import CheckpointError, ConfigError, DataError
 from mrg.generate import generate_reports, group_images, meta_path_for
 from tests import training_fixtures
+from tests.builders import write_dicom
 
 synthetic_data = training_fixtures.synthetic_data
 model_cache = training_fixtures.model_cache
@@ -57,26 +58,11 @@ def test_batched_generation_equals_one_at_a_time(tmp_path: Path, tiny_run) -> No
 
 def _image_files(tmp_path: Path) -> list[Path]:
     """The same kind of pictures as PNG, JPEG and DICOM (MONOCHROME2, 16-bit)."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     rng = np.random.default_rng(0)
     png, jpeg, dicom = tmp_path / "a.png", tmp_path / "b.jpg", tmp_path / "c.dcm"
     Image.fromarray(rng.integers(0, 255, (80, 64), dtype=np.uint8), mode="L").save(png)
     Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8), mode="L").convert("RGB").save(jpeg)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns = 64, 64
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = rng.integers(0, 4095, (64, 64), dtype=np.uint16).tobytes()
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.save_as(dicom, enforce_file_format=True)
+    write_dicom(dicom, rng.integers(0, 4095, (64, 64), dtype=np.uint16))
     return [png, jpeg, dicom]
 
 

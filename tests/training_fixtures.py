@@ -254,15 +254,9 @@ def overfit_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory):
-    """The random backbones of the tiny preset are built once per session into a private cache (never ~/.cache)."""
-    old = os.environ.get("MRG_CACHE_DIR")
-    os.environ["MRG_CACHE_DIR"] = str(tmp_path_factory.mktemp("mrg-cache"))
-    yield Path(os.environ["MRG_CACHE_DIR"])
-    if old is None:
-        os.environ.pop("MRG_CACHE_DIR", None)
-    else:
-        os.environ["MRG_CACHE_DIR"] = old
+def model_cache() -> Path:
+    """The session's cache of ``random:<kind>`` models (tests/conftest.py points MRG_CACHE_DIR at a temporary folder)."""
+    return Path(os.environ["MRG_CACHE_DIR"])
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from mrg.data.dataset import (
 )
 from mrg.data.prepared import Study, load_prepared_dataset, write_prepared_dataset
 from mrg.errors import DataError
+from tests.builders import write_dicom
 
 REPORTS = {
     "s1": "The heart is normal in size.  1. No effusion.",
@@ -120,29 +121,10 @@ def test_dataset_from_config(prepared) -> None:
     assert ds.transform.augment is False
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, photometric: str) -> None:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-
-
 def test_image_files_png_and_dicom(tmp_path: Path) -> None:
     ramp = np.tile(np.arange(16, dtype=np.uint16) * 200, (16, 1))  # 12-bit horizontal ramp
-    _write_dicom(tmp_path / "mono2.dcm", ramp, "MONOCHROME2")
-    _write_dicom(tmp_path / "mono1.dcm", ramp, "MONOCHROME1")
+    write_dicom(tmp_path / "mono2.dcm", ramp, "MONOCHROME2")
+    write_dicom(tmp_path / "mono1.dcm", ramp, "MONOCHROME1")
     Image.fromarray((ramp // 16).astype(np.uint8), mode="L").save(tmp_path / "ramp.png")
     ds = ImageFileDataset(
         [[tmp_path / "ramp.png"], [tmp_path / "mono2.dcm", tmp_path / "mono1.dcm"]], image_size=16, max_views=2

@@ -10,27 +10,7 @@ from PIL import Image
 
 from mrg.data.images import load_image, resize_keep_aspect
 from mrg.errors import DataError
-
-
-def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None) -> None:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+from tests.builders import write_dicom
 
 
 def test_png_and_jpeg(tmp_path: Path) -> None:
@@ -49,8 +29,8 @@ def test_16_bit_png_is_scaled(tmp_path: Path) -> None:
 
 def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
     ramp = np.tile(np.arange(0, 4000, 500, dtype=np.uint16), (4, 1))
-    _write_dicom(tmp_path / "m2.dcm", ramp, "MONOCHROME2")
-    _write_dicom(tmp_path / "m1.dcm", ramp, "MONOCHROME1")
+    write_dicom(tmp_path / "m2.dcm", ramp, "MONOCHROME2")
+    write_dicom(tmp_path / "m1.dcm", ramp, "MONOCHROME1")
     m2 = np.asarray(load_image(tmp_path / "m2.dcm")).astype(int)
     m1 = np.asarray(load_image(tmp_path / "m1.dcm")).astype(int)
     assert m2[0, 0] == 0 and m2[0, -1] == 255
@@ -59,7 +39,7 @@ def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
 
 def test_dicom_window_is_applied(tmp_path: Path) -> None:
     ramp = np.tile(np.arange(0, 4000, 500, dtype=np.uint16), (4, 1))
-    _write_dicom(tmp_path / "w.dcm", ramp, "MONOCHROME2", window=(1000.0, 1000.0))
+    write_dicom(tmp_path / "w.dcm", ramp, "MONOCHROME2", window=(1000.0, 1000.0))
     out = np.asarray(load_image(tmp_path / "w.dcm")).astype(int)
     # values above the window saturate: the last several columns are all white
     assert (out[0, 4:] == 255).all() and out[0, 0] == 0

@@ -22,16 +22,10 @@ REPORTS = [
 ]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def random_model_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Random models are built once per session into a temporary cache (never into ~/.cache)."""
-    old = os.environ.get("MRG_CACHE_DIR")
-    os.environ["MRG_CACHE_DIR"] = str(tmp_path_factory.mktemp("mrg-cache"))
-    yield Path(os.environ["MRG_CACHE_DIR"])
-    if old is None:
-        os.environ.pop("MRG_CACHE_DIR", None)
-    else:
-        os.environ["MRG_CACHE_DIR"] = old
+@pytest.fixture(scope="session")
+def random_model_cache() -> Path:
+    """The session's cache of ``random:<kind>`` models (tests/conftest.py points MRG_CACHE_DIR at a temporary folder)."""
+    return Path(os.environ["MRG_CACHE_DIR"])
 
 
 TINY = {

@@ -21,6 +21,7 @@ context is given: the visual tokens and the customised prompt have to supply it.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -155,6 +156,12 @@ def mean_report_loss(model: Any, seqs: Sequences, pad_id: int, batch_size: int =
 
 
 # ------------------------------------------------------------------------------------------ training
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _studies(root: Path, split: str) -> tuple[list[Study], str]:
@@ -321,6 +328,7 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json_atomic(staging / STAMP_NAME, record)  # the stamp goes in last
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; the LM is an ordinary output
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

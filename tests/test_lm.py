@@ -65,6 +65,7 @@ def test_output_loads_as_a_hub_model_and_uses_context(trained) -> None:
     # the whole point: reports are more predictable with the findings in front of them
     assert record["heldout_loss_with_context"] < record["heldout_loss_without_context"]
     assert (result.out_dir / "lm.json").is_file()
+    assert result.out_dir.stat().st_mode & 0o055, "the LM folder must not be private to its creator"
 
 
 def test_sequences_put_context_at_the_image_slot(trained) -> None:

@@ -287,7 +287,8 @@ def load_eval_set(
         ref_texts = {s.id: s.report for s in studies}
         normalize_hint = dataset.normalize
         sources.update(references=f"{data} ({split} split, raw 'report' of studies.jsonl)",
-                       references_format="prepared-dataset", dataset_normalize=dataset.normalize)
+                       references_format="prepared-dataset", dataset_normalize=dataset.normalize,
+                       data=str(data), split=split)
         ref_name = f"--data {data} --split {split}"
         if pred_file.kind == "r2gen-csv" and set(pred_file.texts) != set(ref_texts) and len(pred_file.texts) == len(studies):
             # R2Gen writes res.csv in test-loader order (annotation order, no shuffle): pair by position.

@@ -173,6 +173,7 @@ def test_references_from_a_prepared_dataset(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [f"s{i}" for i in range(4, 12)], preds)
     record = run_evaluation(path, tmp_path / "out", NO_METEOR, data=root, split="test").record
     assert record["protocol"]["normalize_mode"] == "r2gen-mimic"
+    assert record["inputs"]["data"] == str(root) and record["inputs"]["split"] == "test"  # mrg report reads these
     clean = [" ".join(normalize_report(t, "r2gen-mimic").split()) for t in (preds, reports[4:])[0]]
     refs = [" ".join(normalize_report(t, "r2gen-mimic").split()) for t in reports[4:]]
     assert record["bleu_4"] == pytest.approx(coco(clean, refs)["bleu_4"], abs=1e-9)

@@ -2,7 +2,10 @@
 
 One synthetic dataset and one frozen LM (``mrg train-lm``) are shared by every run, as in ``mrg demo``.
 For each seed, the report model is trained with each prompt mode, generates the test reports, and is
-scored with ``mrg evaluate``'s library (METEOR left out to save time). Baselines:
+scored with ``mrg evaluate``'s library (METEOR left out to save time). With visual tokens in the LLM's input
+the image reaches the LM directly, so two ablation rows feed it only the customised prompt: there a static
+prompt could not depend on the image at all (the config refuses it), and whatever the model gets right about
+the image went through the prompt-wise / promptbook-wise customisation. Baselines:
 
 - most-frequent report: the training split's most frequent normalised report for every test study
   (the same rule as the demo; seed-independent);
@@ -13,7 +16,7 @@ Prints one table (mean ± std over seeds) of BLEU-4, ROUGE-L, CIDEr and CE micro
 and writes every number to OUT/results.json.
 
     python benchmarks/bench_learning.py --out runs/bench_learning            # 3 seeds, about 40 min on 2 cores
-    python benchmarks/bench_learning.py --seeds 0 --modes promptbook-wise    # one run
+    python benchmarks/bench_learning.py --seeds 0 --variants promptbook-wise    # one run
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ from mrg.model.build import build_model
 from mrg.trainer import fit
 
 METRICS = [("bleu_4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("ce_f1", "CE micro-F1")]
-MODES = ["none", "static", "prompt-wise", "promptbook-wise"]
+# key (also the run folder's prefix) -> (table row, report-model overrides)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "none": ("visual tokens, no prompt (R2GenGPT-style)", ["model.promptbook.mode=none"]),
+    "static": ("MRG-LLM static prompt", ["model.promptbook.mode=static"]),
+    "prompt-wise": ("MRG-LLM prompt-wise", ["model.promptbook.mode=prompt-wise"]),
+    "promptbook-wise": ("MRG-LLM promptbook-wise", ["model.promptbook.mode=promptbook-wise"]),
+    # ablation: the image reaches the frozen LM only through the customised prompt
+    "prompt-wise-novis": ("prompt-wise, prompt only (no visual tokens)",
+                          ["model.promptbook.mode=prompt-wise", "model.visual_tokens=false"]),
+    "promptbook-wise-novis": ("promptbook-wise, prompt only (no visual tokens)",
+                              ["model.promptbook.mode=promptbook-wise", "model.visual_tokens=false"]),
+}
 
 
 @torch.no_grad()
@@ -83,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_learning"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--n", type=int, default=FULL.n, help="synthetic studies (default: the demo's)")
     parser.add_argument("overrides", nargs="*", help="extra report-model overrides, e.g. train.max_steps=1000")
     args = parser.parse_args()
@@ -104,18 +118,18 @@ def main() -> None:
 
     timings: dict[str, float] = {}
     for seed in args.seeds:
-        for mode in args.modes:
-            name = f"MRG-LLM {mode}" if mode != "none" else "visual tokens only (R2GenGPT-style, no prompt)"
-            run_dir = out / f"{mode}-seed{seed}"
-            cfg = load_config("demo", [*base, f"model.promptbook.mode={mode}", f"train.seed={seed}"])
+        for key in args.variants:
+            name, overrides = VARIANTS[key]
+            run_dir = out / f"{key}-seed{seed}"
+            cfg = load_config("demo", [*base, *overrides, f"train.seed={seed}"])
             t0 = time.perf_counter()
             # validation-based selection exactly as in the demo (METEOR off: no JVM needed)
             fit(cfg, run_dir, resume="auto", scorer=make_scorer(cfg.eval, dataset.normalize))
-            timings[f"{mode}-seed{seed}"] = time.perf_counter() - t0
+            timings[f"{key}-seed{seed}"] = time.perf_counter() - t0
             predictions = run_dir / "test_predictions.jsonl"
             generate_reports(run_dir, out_path=predictions, data_root=data_dir, split="test")
             results.setdefault(name, []).append(evaluate(predictions, run_dir / "eval", data_dir, eval_cfg))
-            if mode == "promptbook-wise":
+            if key == "promptbook-wise":
                 nn_path = run_dir / "nearest_neighbour.jsonl"
                 write_jsonl_atomic(nn_path, nearest_neighbour_predictions(run_dir, data_dir))
                 results.setdefault("nearest-neighbour report (trained encoder)", []).append(

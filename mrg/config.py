@@ -157,6 +157,9 @@ class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     max_report_tokens: int = 60
     """Report length limit in LLM tokens during training (EOS is always kept)."""
+    visual_tokens: bool = True
+    """Feed the projected visual tokens to the LLM (MRG-LLM, R2GenGPT); false is an ablation in which the image
+    reaches the LLM only through the customised prompt."""
     stage: Literal[1, 2] = 1
     """1: align with the LLM frozen; 2: start from a stage-1 run and add LoRA adapters to the LLM."""
     init_from: str | None = None
@@ -673,6 +676,11 @@ def validate(cfg: Any) -> list[str]:
             problems.append(f"'model.promptbook.num_tokens' must be at least 1 with mode {m.promptbook.mode}")
         if m.promptbook.mode == "promptbook-wise" and m.promptbook.book_size < 2:
             problems.append("'model.promptbook.book_size' must be at least 2 for promptbook-wise prompts")
+        if not m.visual_tokens and m.promptbook.mode in ("none", "static"):
+            problems.append(
+                f"'model.visual_tokens' is false with 'model.promptbook.mode' {m.promptbook.mode}: the image would not reach "
+                "the LLM; use prompt-wise or promptbook-wise prompts, or keep the visual tokens"
+            )
         if m.stage == 2 and not m.init_from:
             problems.append("'model.stage' is 2 but 'model.init_from' is not set; point it at a stage-1 run directory")
         if not t.select:

@@ -177,6 +177,7 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
             tokenizer=tokenizer,
             max_report_tokens=m.max_report_tokens,
             image_settings=image_settings_for(encoder_dir, encoder.num_channels),
+            feed_visual_tokens=m.visual_tokens,
         )
     apply_trainability(model, m)
     if m.stage == 2 and load_init:

@@ -74,6 +74,7 @@ class ReportModel(nn.Module):
         tokenizer: Any,
         max_report_tokens: int,
         image_settings: ImageSettings | None = None,
+        feed_visual_tokens: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -82,6 +83,8 @@ class ReportModel(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.max_report_tokens = max_report_tokens
+        self.feed_visual_tokens = feed_visual_tokens
+        """False: the visual tokens condition the prompt but are left out of the LLM input (an ablation)."""
         self.image_settings = image_settings or ImageSettings(num_channels=encoder.num_channels)
         if projector.out_features != llm.hidden_size or promptbook.dim != llm.hidden_size:
             raise ValueError(
@@ -158,6 +161,8 @@ class ReportModel(nn.Module):
                 parts.append(piece.expand(batch, -1, -1))  # (B, T_i, D)
                 masks.append(None)
             elif segment.kind == "image":
+                if not self.feed_visual_tokens:
+                    continue  # the image reaches the LLM only through the customised prompt
                 parts.append(visual.to(dtype))  # (B, M, D)
                 masks.append(token_mask)
             else:
@@ -184,7 +189,7 @@ class ReportModel(nn.Module):
             [m if m is not None else torch.ones(batch, p.shape[1], dtype=torch.bool, device=embeds.device) for p, m in zip(parts, masks, strict=True)],
             dim=1,
         )  # (B, T)
-        moved = token_mask is not None
+        moved = token_mask is not None and self.feed_visual_tokens
         if moved or (left_pad and report_ids is not None):
             # stable sort: real tokens keep their order, padding goes to the end (or the front)
             key = mask.long() if left_pad else (~mask).long()

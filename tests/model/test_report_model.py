@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mrg.config import GenerateConfig
 from mrg.data.dataset import ReportDataset, collate_studies
-from mrg.errors import CheckpointError
+from mrg.errors import CheckpointError, ConfigError
 from mrg.model.build import build_model
 from mrg.model.report_model import IGNORE_INDEX
 
@@ -217,3 +217,35 @@ def test_batchnorm_statistics_are_part_of_the_trained_state(make_cfg, tiny_batch
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(model.visual_tokens(tiny_batch)[0], fresh.visual_tokens(tiny_batch)[0])
+
+
+def test_without_visual_tokens_the_image_reaches_the_llm_only_through_the_prompt(make_cfg, tiny_batch) -> None:
+    """The ablation model.visual_tokens=false: no visual tokens in the input; a customised prompt still sees the image."""
+    with_tokens = build_model(make_cfg("model.promptbook.mode=prompt-wise"))
+    without = build_model(make_cfg("model.promptbook.mode=prompt-wise", "model.visual_tokens=false"))
+    visual, mask = with_tokens.visual_tokens(tiny_batch)
+    prompt = with_tokens.promptbook(visual, mask)
+    full, *_ = with_tokens.assemble(visual, mask, prompt)
+    bare, *_ = without.assemble(visual, mask, prompt)
+    assert full.shape[1] - bare.shape[1] == visual.shape[1]  # exactly the M visual tokens are left out
+
+    # at initialisation the prompt-wise prompt is the static one, so every image gives the same loss input;
+    # after a few steps the customised prompt carries the image into the LLM
+    other = dict(tiny_batch, pixel_values=torch.flip(tiny_batch["pixel_values"], dims=[0]))
+    without.eval()
+    with torch.no_grad():
+        assert torch.allclose(without(tiny_batch).loss, without(dict(other, reports=tiny_batch["reports"])).loss)
+    without.train()
+    optimizer = torch.optim.Adam([p for _, p in without.trainable_named_parameters()], lr=1e-2)
+    for _ in range(5):
+        without(tiny_batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    without.eval()
+    with torch.no_grad():
+        assert not torch.allclose(without(tiny_batch).loss, without(dict(other, reports=tiny_batch["reports"])).loss)
+
+
+def test_without_visual_tokens_needs_a_customised_prompt(make_cfg) -> None:
+    with pytest.raises(ConfigError, match="the image would not reach the LLM"):
+        make_cfg("model.promptbook.mode=static", "model.visual_tokens=false")

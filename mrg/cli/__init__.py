@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads that spin while waiting make torch many times slower whenever another process shares the
-# cores; sleeping at once costs ~25% on an idle machine. A short spin keeps both: measured per step of the
-# demo's model on 2 cores, 0.20 s idle with or without it, and 0.22 s vs 2.38 s (default spin) next to two
-# busy processes. Set before any command imports torch; an explicit GOMP_SPINCOUNT from the user wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# OpenMP threads that spin while waiting make torch several times slower whenever another process shares the
+# cores; sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs time on an idle machine. A short spin is the
+# compromise: benchmarks/bench_threads.py and benchmarks/RESULTS.md. Set before any command imports torch;
+# a GOMP_SPINCOUNT or OMP_WAIT_POLICY chosen by the user wins.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 import importlib  # noqa: E402
 import pkgutil  # noqa: E402

@@ -53,3 +53,18 @@ def test_config_show_resolves(run_cli) -> None:
     result = run_cli("config", "show", "train.lr=0.003")
     assert result.exit_code == 0
     assert "lr: 0.003" in result.stdout
+
+
+def _spincount_after_import(extra_env: dict[str, str]) -> str:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(extra_env)
+    code = "import os, mrg.cli; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_cli_sets_short_openmp_spin_unless_user_chose_a_policy() -> None:
+    assert _spincount_after_import({}) == "10000"
+    assert _spincount_after_import({"GOMP_SPINCOUNT": "0"}) == "0"
+    assert _spincount_after_import({"OMP_WAIT_POLICY": "PASSIVE"}) == "unset"

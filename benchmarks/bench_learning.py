@@ -15,7 +15,7 @@ the image went through the prompt-wise / promptbook-wise customisation. Baseline
 Prints one table (mean ± std over seeds) of BLEU-4, ROUGE-L, CIDEr and CE micro-F1 (14 observations)
 and writes every number to OUT/results.json.
 
-    python benchmarks/bench_learning.py --out runs/bench_learning            # 3 seeds, about 40 min on 2 cores
+    python benchmarks/bench_learning.py --out runs/bench_learning            # 3 seeds, about 55 min on 2 cores
     python benchmarks/bench_learning.py --seeds 0 --variants promptbook-wise    # one run
 """
 

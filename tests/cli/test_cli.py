@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -56,8 +57,6 @@ def test_config_show_resolves(run_cli) -> None:
 
 
 def _spincount_after_import(extra_env: dict[str, str]) -> str:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update(extra_env)
     code = "import os, mrg.cli; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"

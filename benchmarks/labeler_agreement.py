@@ -12,8 +12,12 @@ Reports without text or indexed "No Indexing" are left out. To guard against tun
 data, the table is printed for the whole set and for its two halves, odd and even report numbers.
 The IU texts stay in ../shared (CC BY-NC-ND 4.0); nothing is copied into the repository.
 
+First, always: the synthetic dataset's reports (``mrg prepare synthetic``'s phrasing) against their true label
+vectors, exact match per report, for ``--synthetic-seeds`` (a check of the rule families on plain phrasing,
+not of real-world accuracy).
+
 Run:  python benchmarks/labeler_agreement.py [--tgz PATH] [--errors OBSERVATION] [--json OUT]
-Exits 0 with a message when the archive is absent (a user's clone has no ../shared).
+Exits 0 after the synthetic check when the archive is absent (a user's clone has no ../shared).
 """
 
 from __future__ import annotations
@@ -144,13 +148,28 @@ def show_errors(rows: list[dict], labels: list[dict[str, float]], observation: s
             break
 
 
+def synthetic_agreement(count: int, seeds: list[int]) -> None:
+    """Print how many synthetic reports get exactly their true CheXpert-14 label vector."""
+    from mrg.data.sources.synthetic import compose_report, sample_cases
+
+    for seed in seeds:
+        composed = [compose_report(case, seed) for case in sample_cases(count, seed=seed)]
+        labels = label_reports([findings for findings, _, _ in composed])
+        exact = sum(got == truth for (_, _, truth), got in zip(composed, labels, strict=True))
+        print(f"synthetic reports, seed {seed}: {exact:,} of {count:,} labelled exactly as their true label vector")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tgz", type=Path, default=DEFAULT_TGZ, help="NLMCXR_reports.tgz (Open-i IU X-ray reports)")
     parser.add_argument("--errors", metavar="OBSERVATION", help="print the disagreements for one observation")
     parser.add_argument("--limit", type=int, default=40, help="how many disagreements --errors prints")
     parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
+    parser.add_argument("--synthetic", type=int, default=5000, help="synthetic reports per seed (0 skips the check)")
+    parser.add_argument("--synthetic-seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
+    if args.synthetic and not args.errors:
+        synthetic_agreement(args.synthetic, args.synthetic_seeds)
     if not args.tgz.exists():
         print(f"skipped: {args.tgz} is absent (reference data lives in ../shared, not in the repository)")
         return 0

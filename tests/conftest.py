@@ -18,10 +18,10 @@ os.environ.setdefault("MRG_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"  # as the CLI does: short OpenMP spins on shared cores
 # random:<kind> models and downloads are cached per test session, never in the user's ~/.cache/mrg
 os.environ.setdefault("MRG_CACHE_DIR", tempfile.mkdtemp(prefix="mrg-test-cache-"))
+
+import mrg.cli  # noqa: E402,F401  (its import sets the CLI's OpenMP spin default before any test imports torch)
 
 
 @dataclass

@@ -4,7 +4,7 @@
     python benchmarks/bench_generate.py --config iu_xray --studies 48 --batch 12   # a real preset on a GPU
 
 The model of ``--config`` (random weights for the tiny preset; the preset's backbones otherwise) writes
-reports for ``--studies`` studies through ``mrg.trainer.predict`` (the path ``mrg generate`` and
+reports for ``--studies`` studies through ``mrg.distributed.predict`` (the path ``mrg generate`` and
 validation use), once with ``--batch`` studies per batch and once with one study per batch, for each
 decoding strategy. ``min_new_tokens`` is set to ``max_new_tokens`` so that every report has the same
 length whatever the weights (a random model rarely stops on its own), which makes the two runs do
@@ -61,14 +61,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from mrg.config import load_config
     from mrg.data.dataset import collate_studies
-    from mrg.model.build import build_model
-    from mrg.trainer import PRECISION_TO_ACCELERATE, predict
+    from mrg.distributed import PRECISION_TO_ACCELERATE, predict
+    from mrg.methods import get_method
+    from mrg.model.trainable import stage_model
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MRG_CACHE_DIR", str(Path(tmp) / "cache"))
         cfg = load_config(args.config, list(args.overrides))
         accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[cfg.train.precision])
-        model = build_model(cfg).to(accelerator.device).eval()
+        method = get_method(cfg.model.method)
+        model = stage_model(method, cfg, method.stages[0]).to(accelerator.device).eval()
         dataset = _Studies(args.studies, cfg.data.max_views, cfg.data.image_size, model.image_settings.num_channels)
         results = []
         for strategy in args.strategies.split(","):

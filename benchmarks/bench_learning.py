@@ -28,18 +28,17 @@ from pathlib import Path
 
 import torch
 
-from mrg.checkpoint import load_checkpoint_config, load_trainable_weights, resolve_checkpoint
+from mrg.checkpoint import load_checkpoint_config, load_meta, resolve_checkpoint
 from mrg.config import LMConfig, build_config, load_config
 from mrg.data.dataset import collate_studies, dataset_from_config
 from mrg.data.prepared import load_prepared_dataset
 from mrg.data.sources.synthetic import prepare_synthetic
 from mrg.demo import FULL, most_frequent_report
+from mrg.domain_lm import train_report_lm
 from mrg.evaluate import make_scorer, run_evaluation
 from mrg.files import write_json_atomic, write_jsonl_atomic
-from mrg.generate import generate_reports
-from mrg.lm import train_report_lm
-from mrg.model.build import build_model
-from mrg.trainer import fit
+from mrg.generate import checkpoint_model, generate_reports
+from mrg.recipes.train import train
 
 METRICS = [("bleu_4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("ce_f1", "CE micro-F1")]
 # key (also the run folder's prefix) -> (table row, report-model overrides)
@@ -78,8 +77,7 @@ def nearest_neighbour_predictions(run_dir: Path, data_dir: Path) -> list[dict[st
     """Each test study gets the report of its most similar training image under the trained encoder."""
     step_dir = resolve_checkpoint(run_dir, prefer="best")
     cfg = load_checkpoint_config(step_dir)
-    model = build_model(cfg)
-    model.load_trainable_state_dict(load_trainable_weights(step_dir))
+    model, _, _ = checkpoint_model(step_dir, cfg, load_meta(step_dir))
     model.eval()
     train_ids, train_features = pooled_features(model, cfg, "train")
     test_ids, test_features = pooled_features(model, cfg, "test")
@@ -124,7 +122,7 @@ def main() -> None:
             cfg = load_config("demo", [*base, *overrides, f"train.seed={seed}"])
             t0 = time.perf_counter()
             # validation-based selection exactly as in the demo (METEOR off: no JVM needed)
-            fit(cfg, run_dir, resume="auto", scorer=make_scorer(cfg.eval, dataset.normalize))
+            train(cfg, run_dir, resume="auto", scorer=make_scorer(cfg.eval, dataset.normalize))
             timings[f"{key}-seed{seed}"] = time.perf_counter() - t0
             predictions = run_dir / "test_predictions.jsonl"
             generate_reports(run_dir, out_path=predictions, data_root=data_dir, split="test")

@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the inputs and the page in this folder")
     args = parser.parse_args()
 
-    from mrg.report import build_report
+    from mrg.viewer import build_report
 
     work = Path(tempfile.mkdtemp(prefix="bench-report-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,17 @@ SETTINGS = {
 CHILD = r"""
 import time, torch
 from mrg.config import load_config
-from mrg.model.build import build_model
+from mrg.data.dataset import report_tensors
+from mrg.methods import get_method
+from mrg.model.trainable import stage_model
 cfg = load_config("demo", ["model.llm.name_or_path=random:llama?hidden_size=128&intermediate_size=384&vocab_size=1024"])
-model = build_model(cfg)
+model = stage_model(get_method("mrg-llm"), cfg, get_method("mrg-llm").stages[0])
 model.train()
 optimizer = torch.optim.AdamW([p for _, p in model.trainable_named_parameters()], lr=1e-3)
 gen = torch.Generator().manual_seed(0)
 batch = {"pixel_values": torch.randn(32, 1, 3, 128, 128, generator=gen), "view_mask": torch.ones(32, 1, dtype=torch.bool),
          "reports": ["the heart is normal in size . the lungs are clear . no pleural effusion or pneumothorax ."] * 32}
+batch.update(report_tensors(model.tokenizer, batch["reports"], cfg.model.max_report_tokens))
 def step():
     model(batch).loss.backward(); optimizer.step(); optimizer.zero_grad()
 for _ in range(3):

@@ -1,54 +1,61 @@
-"""Checkpoints of a training run: the on-disk layout, atomic saving, finding, resolving and checking.
+"""Checkpoints of a training run: atomic saving, finding, resolving, loading and checking.
 
-A run directory holds the resolved configuration, its provenance and one folder per saved step::
+The file names are ``mrg.runs``'s (the run-folder layout). A step folder holds::
 
-    RUN_DIR/
-      config.yaml               the run's resolved configuration
-      provenance.json           versions, git state, command line of the run
-      metrics.csv               step metrics (long format: step, name, value, time)
-      val_metrics.jsonl         one line per validation
-      val/step-000400.jsonl     validation predictions {"id", "prediction", "reference"}
-      step-000400/
-        trainable.safetensors   the trainable weights only (never the frozen LLM)
-        optimizer.pt            optimizer, learning-rate scheduler and gradient-scaler state
-        rng.pt                  random-number-generator states of every process
-        config.yaml             the resolved configuration (the model is rebuilt from it)
-        meta.json               written last: step, epoch, data position, seed, metrics, provenance
-      best -> step-000400       symlink, or a one-line file naming the step folder where symlinks fail
-      last -> step-000600
+    step-000400/
+      trainable.safetensors   the trainable weights only (never the frozen LLM)
+      optimizer.pt            optimizer, learning-rate scheduler and gradient-scaler state
+      rng.pt                  random-number-generator states of every process
+      config.yaml             the resolved configuration (the model is rebuilt from it)
+      meta.json               written last: step, epoch, data position, seed, metrics, provenance
 
 A step folder is written under a temporary name and renamed into place, so a folder named
 ``step-NNNNNN`` with a ``meta.json`` is always complete; an interrupted save leaves only a
 ``.tmp-step-*`` folder that the next run removes. Everything is read with ``weights_only=True`` or
 safetensors: a checkpoint never executes code when it is loaded.
+
+This module is also the one place that finds checkpoints: ``resolve_checkpoint`` (a step folder, a
+``best``/``last`` pointer, a stage folder or a multi-stage run folder) and ``resolve_init_weights``
+(what ``model.init_from`` and a stage's ``starts_from`` point at).
 """
 
 from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 from mrg.config import RunConfig, config_from_dict, diff_configs, save_config
-from mrg.errors import CheckpointError, ConfigError, MrgError
+from mrg.console import warn
+from mrg.errors import CheckpointError, ConfigError, MrgError, OutputDirError
 from mrg.files import read_json, write_json_atomic, write_text_atomic
+from mrg.provenance import provenance, utc_now
+from mrg.runs import (
+    CONFIG_NAME,
+    META_NAME,
+    OPTIMIZER_NAME,
+    POINTER_NAMES,
+    REQUIRED_CHECKPOINT_FILES,
+    RNG_NAME,
+    STAGING_PREFIX,
+    WEIGHTS_NAME,
+    optimizer_shard_name,
+    parse_step,
+    read_run_record,
+    step_dir_name,
+)
 
-WEIGHTS_NAME = "trainable.safetensors"
-OPTIMIZER_NAME = "optimizer.pt"
-RNG_NAME = "rng.pt"
-CONFIG_NAME = "config.yaml"
-META_NAME = "meta.json"
-REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_NAME, RNG_NAME, CONFIG_NAME, META_NAME)
-POINTER_NAMES = ("best", "last")
-STAGING_PREFIX = ".tmp-step-"
-
-_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+# The layout's names live in mrg.runs; re-exported here for the code that reads checkpoints.
+REQUIRED_FILES = REQUIRED_CHECKPOINT_FILES
 
 # Model fields that may differ between a checkpoint and the run that loads it: they change how the
 # frozen LLM runs or how text is framed, not which weights exist or their shapes. Every other model
@@ -72,18 +79,7 @@ REPRODUCIBILITY_TRAIN_FIELDS = frozenset(
 )
 
 
-# ------------------------------------------------------------------------------------------------ naming
-
-
-def step_dir_name(step: int) -> str:
-    """The folder name of the checkpoint after ``step`` optimizer steps, e.g. ``step-000400``."""
-    return f"step-{step:06d}"
-
-
-def parse_step(path: str | os.PathLike[str]) -> int | None:
-    """The step number of a ``step-NNNNNN`` folder name, or None for any other name."""
-    match = _STEP_DIR.match(Path(path).name)
-    return int(match.group(1)) if match else None
+# ---------------------------------------------------------------------------------------------- listing
 
 
 def is_complete(step_dir: Path) -> bool:
@@ -159,6 +155,9 @@ def resolve_checkpoint(path: str | os.PathLike[str], *, prefer: str = "best") ->
         CheckpointError: nothing usable at ``path``, with what exists and what to pass instead.
     """
     path = Path(path)
+    record = read_run_record(path) if path.is_dir() else None
+    if record is not None:  # a multi-stage run: its newest stage that holds a checkpoint
+        return resolve_checkpoint(_newest_stage(path, record), prefer=prefer)
     if path.name in POINTER_NAMES and (path.is_symlink() or path.is_file()):
         target = read_pointer(path.parent, path.name)
         if target is None or not target.is_dir():
@@ -187,6 +186,51 @@ def resolve_checkpoint(path: str | os.PathLike[str], *, prefer: str = "best") ->
     if path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint or run folder (no {META_NAME} or {CONFIG_NAME}); pass RUN_DIR, RUN_DIR/best, RUN_DIR/last or RUN_DIR/step-NNNNNN")
     raise CheckpointError(f"{path}: checkpoint not found; pass RUN_DIR, RUN_DIR/best, RUN_DIR/last or RUN_DIR/step-NNNNNN")
+
+
+def _newest_stage(run_dir: Path, record: dict[str, Any]) -> Path:
+    """The last stage (in the method's order) of a multi-stage run that has a complete checkpoint."""
+    stages = [str(s) for s in record.get("stages", [])]
+    for stage in reversed(stages):
+        if list_checkpoints(run_dir / stage):
+            return run_dir / stage
+    raise CheckpointError(
+        f"{run_dir}: no stage of this {record.get('method', '')} run has a complete checkpoint yet "
+        f"(stages {', '.join(stages) or '-'}); train it first with 'mrg train --out {run_dir}'"
+    )
+
+
+def resolve_init_weights(path: str | os.PathLike[str], *, option: str = "model.init_from") -> Path:
+    """The ``trainable.safetensors`` that initialises a run: the file itself, or the one of the checkpoint
+    ``resolve_checkpoint(path, prefer="best")`` finds.
+
+    Raises:
+        CheckpointError: nothing usable at ``path`` (the message names ``option``).
+    """
+    root = Path(path).expanduser()
+    if root.is_file():
+        return root
+    if not root.exists():
+        raise CheckpointError(f"{option} {root}: no such file or directory; give a finished run or checkpoint folder")
+    try:
+        step_dir = resolve_checkpoint(root, prefer="best")
+    except CheckpointError as err:
+        raise CheckpointError(f"{option}: {err}") from None
+    weights = step_dir / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{option} {root}: {step_dir} has no {WEIGHTS_NAME}; point it at a finished run")
+    return weights
+
+
+def is_finished(stage_folder: str | os.PathLike[str]) -> bool:
+    """True when the stage's ``last`` checkpoint is its final step (``meta.json`` says ``finished``)."""
+    target = read_pointer(stage_folder, "last")
+    if target is None or not is_complete(target):
+        return False
+    try:
+        return bool(load_meta(target).get("finished"))
+    except CheckpointError:
+        return False
 
 
 def _checked_step_dir(step_dir: Path) -> Path:
@@ -231,11 +275,34 @@ def load_checkpoint_config(step_dir: Path) -> RunConfig:
         raise CheckpointError(f"{path}: missing; a checkpoint needs its config.yaml to rebuild the model")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return config_from_dict(RunConfig, data)
+        return config_from_dict(RunConfig, migrate_config(data))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable ({type(err).__name__}); restore it from the run folder's config.yaml") from None
     except ConfigError as err:
         raise CheckpointError(f"{path}: does not match this version of mrg ({err})") from None
+
+
+def migrate_config(data: Any) -> Any:
+    """A checkpoint config of mrg 0.1.0 in today's terms: ``model.stage`` became the ``two-stage`` method.
+
+    A 0.1.0 stage-1 run is ``mrg-llm``; a stage-2 run (LoRA on the LLM, encoder, projector and promptbook
+    trained too) is ``two-stage``'s ``finetune`` with every part still training.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "stage" not in model:
+        return data
+    data = {**data, "model": {k: v for k, v in model.items() if k != "stage"}}
+    if model["stage"] == 2:
+        data["model"]["method"] = "two-stage"
+        data["method"] = {"finetune_also": ["encoder", "projector", "promptbook"]}
+    return data
+
+
+def checkpoint_stage(meta: dict[str, Any], cfg: RunConfig) -> str | None:
+    """The stage a checkpoint belongs to (recorded in meta.json; 0.1.0 checkpoints: from the migrated config)."""
+    if meta.get("stage"):
+        return str(meta["stage"])
+    return "finetune" if cfg.model.method == "two-stage" else None
 
 
 def load_trainable_weights(step_dir: Path) -> dict[str, torch.Tensor]:
@@ -446,3 +513,154 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
         shutil.rmtree(step_dir)
         removed.append(step_dir)
     return removed
+
+
+# ------------------------------------------------------------------------------------------- resuming
+
+
+@dataclass
+class ResumePoint:
+    """Where a stage starts: from scratch (``step_dir`` None) or from a checkpoint."""
+
+    step_dir: Path | None = None
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def find_resume_point(stage_dir: Path, resume: str | os.PathLike[str] | None, cfg: RunConfig) -> ResumePoint:
+    """Decide where a stage starts and check that a resume checkpoint suits ``cfg``.
+
+    Args:
+        resume: None for a new stage (refused when ``stage_dir`` already holds checkpoints); ``"auto"`` for
+            the newest complete checkpoint in ``stage_dir`` (a new stage when there is none); or a checkpoint path.
+
+    Raises:
+        OutputDirError: checkpoints exist and no resume was asked for.
+        CheckpointError: the checkpoint is missing, damaged or from another model configuration.
+    """
+    if resume is None:
+        existing = list_checkpoints(stage_dir)
+        if existing:
+            raise OutputDirError(
+                f"{stage_dir} already holds checkpoints (newest {existing[-1].name}); "
+                f"pass --resume auto to continue that run, or choose another --out"
+            )
+        return ResumePoint()
+    if str(resume) == "auto":
+        step_dir = latest_checkpoint(stage_dir)
+        if step_dir is None:
+            return ResumePoint()
+    else:
+        step_dir = resolve_checkpoint(resume, prefer="last")
+    check_checkpoint_files(step_dir)
+    meta = load_meta(step_dir)
+    for message in check_config_compatible(load_checkpoint_config(step_dir), cfg, step_dir):
+        warn(message)
+    return ResumePoint(step_dir, int(meta["step"]), int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)), meta)
+
+
+def load_training_state(accelerator: Accelerator, optimizer: Any, scheduler: Any, step_dir: Path) -> None:
+    """Restore the optimizer, schedule and gradient scaler of a checkpoint (this process's shard when sharded)."""
+    meta = load_meta(step_dir)
+    if meta.get("sharded_optimizer"):
+        if meta.get("num_processes") != accelerator.num_processes:
+            raise CheckpointError(
+                f"{step_dir} holds optimizer shards of {meta.get('num_processes')} processes; resume it with that many processes"
+            )
+        state = load_torch_state(step_dir / optimizer_shard_name(accelerator.process_index))
+    else:
+        state = load_torch_state(step_dir / OPTIMIZER_NAME)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+
+
+def restore_pointers(stage_dir: Path, start: ResumePoint) -> None:
+    """Point best/last as the resumed checkpoint says: a crash between a save and its pointer update may have left them behind."""
+    write_pointer(stage_dir, "last", start.step_dir)  # type: ignore[arg-type]
+    best_dir = (start.meta.get("best") or {}).get("dir")
+    if best_dir and (stage_dir / best_dir).is_dir():
+        write_pointer(stage_dir, "best", stage_dir / best_dir)
+
+
+def pointer_target(stage_dir: Path, name: str) -> Path | None:
+    """The existing folder a ``best``/``last`` pointer names, or None."""
+    target = read_pointer(stage_dir, name)
+    return target if target is not None and target.is_dir() else None
+
+
+# -------------------------------------------------------------------------------------------- saving
+
+
+class Checkpointer:
+    """Saves a stage's checkpoints (every process takes part), moves ``best``/``last`` and prunes old ones.
+
+    Args:
+        best: the best validation so far (``{"step", "score", "metrics", "dir"}``; from a resumed checkpoint).
+        record: fields every ``meta.json`` of the stage carries (method, stage, schedule, batch layout, ...).
+    """
+
+    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, scheduler: Any, stage_dir: Path,
+                 cfg: RunConfig, *, batches_per_epoch: int, total_steps: int, best: dict[str, Any] | None,
+                 record: dict[str, Any]) -> None:
+        from mrg.distributed import is_sharded
+
+        self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
+        self.stage_dir, self.cfg = stage_dir, cfg
+        self.batches_per_epoch, self.total_steps = batches_per_epoch, total_steps
+        self.best: dict[str, Any] = dict(best or {})
+        self.record = record
+        self.sharded = is_sharded(accelerator)
+
+    def __call__(self, step: int, epoch: int, batch_in_epoch: int, validation: dict[str, Any] | None,
+                 train_loss: float | None) -> Path:
+        from accelerate.utils import gather_object
+
+        from mrg.distributed import full_trainable_state
+
+        accelerator, is_main, world = self.accelerator, self.accelerator.is_main_process, self.accelerator.num_processes
+        if batch_in_epoch >= self.batches_per_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        if is_main:
+            staging_dir(self.stage_dir, step)
+        accelerator.wait_for_everyone()
+        stage = self.stage_dir / staging_name(step)
+        weights = full_trainable_state(accelerator, self.model)  # a collective call under FSDP
+        rng_states = gather_object([capture_rng_state()]) if world > 1 else [capture_rng_state()]
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
+        if self.sharded:  # every process keeps its own shard (needs a filesystem all nodes share)
+            torch.save(state, stage / optimizer_shard_name(accelerator.process_index))
+        if is_main:
+            write_checkpoint_files(stage, weights=weights, training_state=None if self.sharded else state,
+                                   rng_states=rng_states, cfg=self.cfg)
+        accelerator.wait_for_everyone()
+        final = self.stage_dir / step_dir_name(step)
+        if is_main:
+            self._commit(stage, final, step, epoch, batch_in_epoch, validation, train_loss, len(weights))
+        accelerator.wait_for_everyone()
+        return final
+
+    def _commit(self, stage: Path, final: Path, step: int, epoch: int, batch_in_epoch: int,
+                validation: dict[str, Any] | None, train_loss: float | None, num_tensors: int) -> None:
+        is_best = validation is not None and (self.best.get("score") is None or validation["score"] > self.best["score"])
+        if is_best:
+            self.best.update(step=step, score=validation["score"], metrics=validation["metrics"], dir=final.name)  # type: ignore[index]
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        meta = {
+            **self.record, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "total_steps": self.total_steps, "finished": step >= self.total_steps,
+            "num_processes": self.accelerator.num_processes, "sharded_optimizer": self.sharded,
+            "train_loss": train_loss, "metrics": validation["metrics"] if validation else None,
+            "score": validation["score"] if validation else None, "best": self.best or None,
+            "trainable_parameters": trainable, "state_tensors": num_tensors, "created": utc_now(),
+            "provenance": provenance(),
+        }
+        commit_checkpoint(stage, self.stage_dir, step, meta)
+        write_pointer(self.stage_dir, "last", final)
+        if is_best:
+            write_pointer(self.stage_dir, "best", final)
+        prune_checkpoints(self.stage_dir, self.cfg.train.keep_last)

@@ -12,6 +12,7 @@ value and the expected type. Every problem found is reported in one ``ConfigErro
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import difflib
@@ -75,8 +76,8 @@ class EncoderConfig:
     named query/value before transformers 5 and q_proj/v_proj since); names the backbone lacks are ignored,
     but at least one must match."""
 
-    def __post_init__(self) -> None:
-        _check_lora("model.encoder", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+    def problems(self) -> list[str]:
+        return _lora_problems("model.encoder", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,12 +109,12 @@ class PromptbookConfig:
     init_scale: float = 1.0
     """Prompt tokens start as N(0, (init_scale x std of the LLM's input embeddings)^2)."""
 
-    def __post_init__(self) -> None:
-        for key in ("num_tokens", "book_size", "hidden_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"'model.promptbook.{key}' must be at least 1, got {getattr(self, key)}")
+    def problems(self) -> list[str]:
+        found = [f"'model.promptbook.{key}' must be at least 1, got {getattr(self, key)}"
+                 for key in ("num_tokens", "book_size", "hidden_size") if getattr(self, key) < 1]
         if self.init_scale <= 0:
-            raise ConfigError(f"'model.promptbook.init_scale' must be positive, got {self.init_scale}")
+            found.append(f"'model.promptbook.init_scale' must be positive, got {self.init_scale}")
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,24 +134,27 @@ class LLMConfig:
     chat_template: Literal["auto", "r2gengpt"] = "auto"
     """auto: the tokenizer's chat template when it has one, else R2GenGPT's ``Human: ... \\nAssistant:``."""
     lora_rank: int = 16
-    """LoRA rank on the LLM in stage 2."""
+    """LoRA rank on the LLM in stages that adapt it (e.g. ``two-stage``'s ``finetune``)."""
     lora_alpha: int = 32
-    """LoRA scaling numerator on the LLM in stage 2."""
+    """LoRA scaling numerator on the LLM in stages that adapt it."""
     lora_dropout: float = 0.05
-    """LoRA dropout on the LLM in stage 2."""
+    """LoRA dropout on the LLM in stages that adapt it."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    """LLM modules that get LoRA adapters in stage 2."""
+    """LLM modules that get LoRA adapters in stages that adapt it."""
 
-    def __post_init__(self) -> None:
-        _check_lora("model.llm", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+    def problems(self) -> list[str]:
+        found = _lora_problems("model.llm", self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
         if not self.instruction.strip():
-            raise ConfigError("'model.llm.instruction' is empty; give the instruction that asks for a report")
+            found.append("'model.llm.instruction' is empty; give the instruction that asks for a report")
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """The report model: encoder -> projector -> promptbook -> frozen LLM."""
+    """The report model: the method, and the shared parts it composes (encoder, projector, promptbook, LLM)."""
 
+    method: str = "mrg-llm"
+    """The method (``mrg methods`` lists them): mrg-llm, two-stage, ...; its own settings are the ``method`` section."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     promptbook: PromptbookConfig = field(default_factory=PromptbookConfig)
@@ -160,26 +164,26 @@ class ModelConfig:
     visual_tokens: bool = True
     """Feed the projected visual tokens to the LLM (MRG-LLM, R2GenGPT); false is an ablation in which the image
     reaches the LLM only through the customised prompt."""
-    stage: Literal[1, 2] = 1
-    """1: align with the LLM frozen; 2: start from a stage-1 run and add LoRA adapters to the LLM."""
     init_from: str | None = None
-    """Stage 2: the stage-1 run directory or checkpoint whose trainable weights start this run."""
+    """A run or checkpoint whose trainable weights start the first stage trained (those the stage carries over);
+    a stage that starts from an earlier stage of the same run needs nothing here."""
 
-    def __post_init__(self) -> None:
+    def problems(self) -> list[str]:
         if self.max_report_tokens < 2:
-            raise ConfigError(
-                f"'model.max_report_tokens' must be at least 2 (report tokens plus the EOS), got {self.max_report_tokens}"
-            )
+            return [f"'model.max_report_tokens' must be at least 2 (report tokens plus the EOS), got {self.max_report_tokens}"]
+        return []
 
 
-def _check_lora(section: str, rank: int, alpha: int, dropout: float, targets: list[str]) -> None:
+def _lora_problems(section: str, rank: int, alpha: int, dropout: float, targets: list[str]) -> list[str]:
     """Single-field checks shared by the encoder's and the LLM's LoRA settings."""
+    found = []
     if rank < 1 or alpha < 1:
-        raise ConfigError(f"'{section}.lora_rank' and '{section}.lora_alpha' must be at least 1, got {rank} and {alpha}")
+        found.append(f"'{section}.lora_rank' and '{section}.lora_alpha' must be at least 1, got {rank} and {alpha}")
     if not 0 <= dropout < 1:
-        raise ConfigError(f"'{section}.lora_dropout' must be in [0, 1), got {dropout}")
+        found.append(f"'{section}.lora_dropout' must be in [0, 1), got {dropout}")
     if not targets:
-        raise ConfigError(f"'{section}.lora_targets' is empty; name the linear layers to adapt, e.g. [q_proj, v_proj]")
+        found.append(f"'{section}.lora_targets' is empty; name the linear layers to adapt, e.g. [q_proj, v_proj]")
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,6 +333,15 @@ class LMConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MethodOptions:
+    """The ``method`` section of a method without settings of its own; methods with settings subclass it."""
+
+    def problems(self) -> list[str]:
+        """Single-section checks; a subclass lists every problem it finds (keys as ``method.<key>``)."""
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything a training run needs; saved as ``config.yaml`` in every run directory."""
 
@@ -337,9 +350,25 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-stage settings that win over the global ones in that stage, e.g. ``{finetune: {train: {lr: 5.0e-5}}}``
+    (on the command line ``stages.finetune.train.lr=5e-5``); stage names are the method's (``mrg methods``)."""
+    method: MethodOptions = field(default_factory=lambda: MethodOptions())
+    """The selected method's own settings; their keys depend on ``model.method`` (``mrg methods --json``)."""
 
 
 # --------------------------------------------------------------------------------------------- building
+
+
+_RENAMED = {
+    "model.stage": "the two-stage protocol is a method now: 'mrg train --method two-stage' runs stage align, then "
+                   "finetune (LoRA on the LLM); use '--stage finetune model.init_from=RUN' to start from an earlier run",
+}
+"""Keys that older mrg versions accepted, with what replaced them."""
+
+
+def _renamed_hint(dotted: str) -> str:
+    return f" ({_RENAMED[dotted]})" if dotted in _RENAMED else ""
 
 
 def _suggest(name: str, options: list[str]) -> str:
@@ -446,6 +475,21 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
     raise _Mismatch
 
 
+_SECTION_TYPES: contextvars.ContextVar[dict[str, type] | None] = contextvars.ContextVar("mrg_section_types", default=None)
+"""Dotted section -> dataclass for sections whose class depends on the config (``method``: the method's options)."""
+
+
+def _hints(cls: type, prefix: str) -> dict[str, Any]:
+    """Field types of ``cls``, with the sections of ``_SECTION_TYPES`` replaced by their current class."""
+    hints = dict(typing.get_type_hints(cls))
+    substitutes = _SECTION_TYPES.get() or {}
+    for key in hints:
+        dotted = f"{prefix}.{key}" if prefix else key
+        if dotted in substitutes:
+            hints[key] = substitutes[dotted]
+    return hints
+
+
 def _build(cls: type[C], data: Any, prefix: str, problems: list[str], from_string: bool = False) -> C:
     """Build dataclass ``cls`` from a mapping, recording every problem under its dotted key."""
     if data is None:
@@ -453,13 +497,13 @@ def _build(cls: type[C], data: Any, prefix: str, problems: list[str], from_strin
     if not isinstance(data, dict):
         problems.append(f"'{prefix or 'config'}' must be a mapping of keys to values, got {type(data).__name__}")
         return cls()
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls, prefix)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            problems.append(f"unknown config key '{dotted}'." + _suggest(str(key), list(fields)))
+            problems.append(f"unknown config key '{dotted}'." + _renamed_hint(dotted) + _suggest(str(key), list(fields)))
             continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -481,9 +525,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: str, cls: type, proble
         names = [f.name for f in dataclasses.fields(current)]
         if part not in names:
             where = ".".join(parts[:depth]) or "the config"
-            problems.append(f"unknown config key '{dotted}' ('{part}' is not a key of {where})." + _suggest(part, names))
+            problems.append(f"unknown config key '{dotted}' ('{part}' is not a key of {where})."
+                            + _renamed_hint(dotted) + _suggest(part, names))
             return
-        tp = typing.get_type_hints(current)[part]
+        if current is RunConfig and part == "stages":  # stages.<stage>.<section>.<key>: checked when the stage is built
+            if len(parts) < depth + 4:
+                problems.append(f"'{dotted}' must name a stage and a key, e.g. 'stages.finetune.train.lr=5e-5'")
+                return
+            node = node.setdefault("stages", {})
+            for key in parts[depth + 1 : -1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    problems.append(f"'{dotted}': '{key}' must be a mapping")
+                    return
+            node[parts[-1]] = _Override(value)
+            return
+        tp = _hints(current, ".".join(parts[:depth]))[part]
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(tp):
                 problems.append(f"'{dotted}' is a section; set one of its keys, e.g. '{dotted}.{dataclasses.fields(tp)[0].name}=...'")
@@ -508,7 +565,7 @@ def _build_mixed(cls: type[C], data: Any, prefix: str, problems: list[str]) -> C
     """Like ``_build`` but parses only the values that came from the command line."""
     if not isinstance(data, dict):
         return _build(cls, data, prefix, problems)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls, prefix)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     yaml_part: dict[str, Any] = {}
@@ -541,7 +598,7 @@ def _read_yaml(path: Path) -> Any:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{where}; fix the syntax or start from 'mrg config show tiny'") from None
     if data is None:
         raise ConfigError(f"{path} is empty; a config file needs at least one section (data, model, train, ...)")
@@ -577,34 +634,157 @@ def parse_overrides(overrides: list[str] | tuple[str, ...] | None) -> list[tuple
     return pairs
 
 
-def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:
-    """Build a config dataclass from a mapping (YAML-typed values) plus ``key=value`` override strings."""
+def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None, *,
+                 resolve_stages: bool = True) -> C:
+    """Build a config dataclass from a mapping (YAML-typed values) plus ``key=value`` override strings.
+
+    For a ``RunConfig`` the ``method`` section is built with the options class of ``model.method``, and every
+    stage of the method is resolved (``stage_config``) so that a bad per-stage setting fails now.
+
+    Raises:
+        ConfigError: every problem found, in one message.
+    """
     problems: list[str] = []
     tree: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides are merged in; never touch the caller's dict
-    for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value, cls, problems)
-    cfg = _build_mixed(cls, tree, "", problems)
-    if not problems:
-        problems.extend(validate(cfg))
+    method = None
+    if cls is RunConfig:
+        method = _method_for(_requested_method(tree, overrides), problems)
+        tree.setdefault("method", {})  # always built with the method's options class, defaults included
+    token = _SECTION_TYPES.set({"method": method.options} if method is not None else {})
+    try:
+        for key, value in parse_overrides(overrides):
+            _set_dotted(tree, key, value, cls, problems)
+        cfg = _build_mixed(cls, tree, "", problems)
+        if not problems:
+            problems.extend(validate(cfg))
+        if not problems and isinstance(cfg, RunConfig) and method is not None and resolve_stages:
+            cfg, stage_problems = _resolve_stages(cfg, method)
+            problems.extend(stage_problems)
+    finally:
+        _SECTION_TYPES.reset(token)
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg
 
 
+def _requested_method(tree: dict[str, Any], overrides: list[str] | None) -> str:
+    """``model.method`` as the overrides (last one wins) or the mapping set it; the default otherwise."""
+    name = None
+    for key, value in parse_overrides(overrides):
+        if key == "model.method":
+            name = value
+    if name is None:
+        model = tree.get("model")
+        name = model.get("method") if isinstance(model, dict) else None
+    return str(name) if name is not None else ModelConfig.method
+
+
+def _method_for(name: str, problems: list[str]) -> Any:
+    """The registered method ``name`` (``mrg.methods``), or None with the problem recorded."""
+    from mrg.methods.registry import get_method
+
+    try:
+        return get_method(name, option="model.method")
+    except ConfigError as err:
+        problems.append(str(err))
+        return None
+
+
+def _resolve_stages(cfg: RunConfig, method: Any) -> tuple[RunConfig, list[str]]:
+    """Resolve every stage of ``method`` (each must build, and its ``train.select`` must suit its validation)
+    and store the ``stages`` section with typed values."""
+    from mrg.metrics.registry import selection_problems
+
+    problems: list[str] = []
+    names = [stage.name for stage in method.stages]
+    for stage in cfg.stages:
+        if stage not in names:
+            problems.append(f"'stages.{stage}': method {method.name} has no stage '{stage}'; its stages: "
+                            f"{', '.join(names)}." + _suggest(stage, names).split(" Valid keys")[0])
+    typed: dict[str, dict[str, Any]] = {}
+    for stage in method.stages:
+        section = cfg.stages.get(stage.name, {})
+        if not isinstance(section, dict):
+            problems.append(f"'stages.{stage.name}' must be a mapping of sections, e.g. {{train: {{lr: 5.0e-5}}}}")
+            continue
+        model_part = section.get("model")
+        if "stages" in section or (isinstance(model_part, dict) and "method" in model_part):
+            problems.append(f"'stages.{stage.name}' cannot set stages or model.method; a stage keeps the run's method")
+            continue
+        try:
+            resolved = stage_config(cfg, stage.name, _section=section)
+        except ConfigError as err:
+            problems.append(f"stage {stage.name}: {err}" if method.multi_stage else str(err))
+            continue
+        if resolved.train.val_every != -1:
+            option = f"stages.{stage.name}.train.select" if "select" in section.get("train", {}) else "train.select"
+            where = f"stage {stage.name}: " if method.multi_stage else ""
+            problems += [where + p for p in selection_problems(resolved.train.select, [stage.task], option=option)]
+        if section:
+            typed[stage.name] = _pick(section, config_to_dict(resolved))
+    return dataclasses.replace(cfg, stages=typed), problems
+
+
+def _pick(shape: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` at the keys of ``shape`` (nested), e.g. the typed values of a partial section."""
+    out: dict[str, Any] = {}
+    for key, sub in shape.items():
+        if isinstance(sub, dict) and isinstance(values.get(key), dict) and not isinstance(sub, _Override):
+            out[key] = _pick(sub, values[key])
+        else:
+            out[key] = values.get(key)
+    return out
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` merged in, mapping by mapping (``update`` wins on leaves)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in _LEAF_MAPPINGS:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_LEAF_MAPPINGS = frozenset({"select"})
+"""Mapping-valued fields replaced as a whole (a preset's ``train.select`` is a complete rule, not a patch)."""
+
+
+def stage_config(cfg: RunConfig, stage: str, *, _section: dict[str, Any] | None = None) -> RunConfig:
+    """The configuration one stage runs with: ``cfg`` with ``cfg.stages[stage]`` merged over it, ``stages`` emptied.
+
+    This is what the stage folder's ``config.yaml`` records and what ``mrg generate`` rebuilds the model from.
+    """
+    section = cfg.stages.get(stage, {}) if _section is None else _section
+    tree = config_to_dict(cfg)
+    tree.pop("stages", None)
+    merged = deep_merge(tree, section)
+    return build_config(RunConfig, merged, resolve_stages=False)
+
+
 def load_config(source: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a run configuration from a preset name or YAML path plus dotted overrides.
+
+    Layers, later ones winning: the dataclass defaults, the method's defaults (``Method.config_defaults``
+    of ``model.method``), the file, the overrides; within a stage, ``stages.<stage>`` wins over all of them.
 
     Args:
         source: preset name (see ``list_presets()``) or path to a YAML file; None starts from the defaults.
         overrides: ``section.key=value`` strings applied after the file.
 
     Raises:
-        ConfigError: unknown preset, file or key (with suggestions), wrong value types, inconsistent values.
+        ConfigError: unknown preset, file, method or key (with suggestions), wrong value types, inconsistent
+            values; every problem found, in one message.
     """
     data = _read_yaml(resolve_config_source(source)) if source else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level of a config file must be a mapping of sections")
-    return build_config(RunConfig, data, overrides)
+    problems: list[str] = []
+    method = _method_for(_requested_method(data, overrides), problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return build_config(RunConfig, deep_merge(method.config_defaults, data), overrides)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -646,6 +826,7 @@ def diff_configs(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
 def validate(cfg: Any) -> list[str]:
     """Cross-field checks; returns every problem found (empty when the config is consistent)."""
     problems: list[str] = []
+    problems += _section_problems(cfg)
     if isinstance(cfg, RunConfig):
         t, m, g = cfg.train, cfg.model, cfg.generate
         positive = {
@@ -681,10 +862,6 @@ def validate(cfg: Any) -> list[str]:
                 f"'model.visual_tokens' is false with 'model.promptbook.mode' {m.promptbook.mode}: the image would not reach "
                 "the LLM; use prompt-wise or promptbook-wise prompts, or keep the visual tokens"
             )
-        if m.stage == 2 and not m.init_from:
-            problems.append("'model.stage' is 2 but 'model.init_from' is not set; point it at a stage-1 run directory")
-        if not t.select:
-            problems.append("'train.select' needs at least one metric weight, e.g. {bleu_4: 0.5, cider: 0.5}")
         non_negative = {
             "train.warmup_steps": t.warmup_steps,
             "train.save_every": t.save_every,
@@ -710,4 +887,18 @@ def validate(cfg: Any) -> list[str]:
         unknown_trackers = sorted(set(t.trackers) - {"csv", "tensorboard"})
         if unknown_trackers:
             problems.append(f"'train.trackers' accepts csv and tensorboard, got {', '.join(unknown_trackers)}")
+        from mrg.methods.registry import get_method
+
+        problems += get_method(m.method, option="model.method").check(cfg)
     return problems
+
+
+def _section_problems(cfg: Any) -> list[str]:
+    """The ``problems()`` of every section of ``cfg`` (single-section checks), depth first."""
+    found: list[str] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            found += _section_problems(value)
+    own = getattr(cfg, "problems", None)
+    return found + (own() if callable(own) else [])

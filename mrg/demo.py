@@ -27,7 +27,11 @@ from mrg.console import console
 from mrg.data.chexpert import OBSERVATIONS
 from mrg.data.prepared import Study, load_prepared_dataset
 from mrg.files import write_json_atomic, write_jsonl_atomic
+from mrg.metrics.registry import display_name
 from mrg.provenance import provenance
+
+DEMO_METRICS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1")
+"""The rows of the demo's summary table (registered metric names)."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +131,11 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
         MrgError: any stage's error (e.g. Java missing for METEOR).
     """
     from mrg.data.sources.synthetic import prepare_synthetic
+    from mrg.domain_lm import train_report_lm
     from mrg.evaluate import make_scorer, run_evaluation
     from mrg.generate import generate_reports
-    from mrg.lm import train_report_lm
-    from mrg.report import build_report
-    from mrg.trainer import fit
+    from mrg.recipes.train import train
+    from mrg.viewer import build_report
 
     plan = FAST if fast else FULL
     out_dir = Path(out_dir)
@@ -157,7 +161,7 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
     cfg = load_config("demo", [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}", *plan.train_overrides])
     dataset = load_prepared_dataset(data_dir)
     scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
-    fit(cfg, run_dir, resume="auto", scorer=scorer)
+    train(cfg, run_dir, resume="auto", scorer=scorer)
     seconds["train"] = time.perf_counter() - started
 
     started = stage(3)
@@ -216,9 +220,8 @@ def print_summary(result: DemoResult) -> None:
     table.add_column("metric")
     table.add_column("MRG-LLM", justify="right")
     table.add_column("most-frequent report", justify="right")
-    for key, label in [("bleu_1", "BLEU-1"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"),
-                       ("cider", "CIDEr"), ("ce_precision", "CE precision"), ("ce_recall", "CE recall"),
-                       ("ce_f1", "CE F1 (micro, 14)")]:
+    for key in DEMO_METRICS:
+        label = display_name(key) + (" (micro, 14)" if key == "ce_f1" else "")
         if key in result.metrics:
             table.add_row(label, f"{result.metrics[key]:.3f}", f"{result.baseline.get(key, float('nan')):.3f}")
     console.print(table)

@@ -32,7 +32,7 @@ from typing import Any
 from mrg.config import EvalConfig
 from mrg.console import info, is_main_process, warn
 from mrg.data.chexpert import OBSERVATIONS
-from mrg.data.text import normalize_report
+from mrg.data.text import normalize_report, resolve_cleaning
 from mrg.errors import ConfigError, DataError, MetricError
 from mrg.files import atomic_write, sha256_file, write_json_atomic, write_text_atomic
 from mrg.provenance import package_versions, provenance
@@ -335,11 +335,7 @@ def load_eval_set(
 
 def resolve_normalize(cfg: EvalConfig, dataset_mode: str | None) -> str:
     """The R2Gen cleaner the r2gen protocol uses: explicit, else the dataset's, else ``r2gen-iu``."""
-    if cfg.normalize != "auto":
-        return cfg.normalize
-    if dataset_mode in ("r2gen-iu", "r2gen-mimic"):
-        return dataset_mode
-    return "r2gen-iu"
+    return resolve_cleaning(cfg.normalize, dataset_mode, cleaner_only=True)
 
 
 def _check_config(cfg: EvalConfig) -> None:
@@ -571,7 +567,7 @@ def make_scorer(eval_cfg: EvalConfig, normalize: str) -> Callable[[list[str], li
         MetricError: Java is missing while ``eval_cfg.meteor`` is on (raised here, not at the first call).
     """
     _check_config(eval_cfg)
-    mode = resolve_normalize(eval_cfg, normalize if normalize in ("r2gen-iu", "r2gen-mimic") else None)
+    mode = resolve_normalize(eval_cfg, normalize)
     meteor = _start_meteor(eval_cfg, start=is_main_process())
 
     def scorer(predictions: list[str], references: list[str]) -> dict[str, float]:

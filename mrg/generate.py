@@ -1,7 +1,8 @@
 """Reports from a checkpoint: ``generate_reports`` for a split of a prepared dataset or for image files.
 
-The model is rebuilt from the checkpoint's ``config.yaml`` (the frozen LLM and the vision backbone
-load from the hub ids or paths recorded there) plus its ``trainable.safetensors``. Decoding follows
+The model is rebuilt by the checkpoint's method and stage (``model.method`` of its ``config.yaml`` and the
+``stage`` of its ``meta.json``; the frozen LLM and the vision backbone load from the hub ids or paths
+recorded there) plus its ``trainable.safetensors``. Decoding follows
 the ``generate`` section (R2GenGPT's beam search by default); ``generate.*`` overrides change it.
 
 Output is JSON lines, one study per line in dataset order, which ``mrg evaluate`` reads::
@@ -25,10 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mrg.checkpoint import (
-    CONFIG_NAME,
-    META_NAME,
-    WEIGHTS_NAME,
     check_checkpoint_files,
+    checkpoint_stage,
     load_checkpoint_config,
     load_meta,
     load_trainable_weights,
@@ -39,6 +38,7 @@ from mrg.data.prepared import SPLITS
 from mrg.errors import ConfigError, DataError
 from mrg.files import write_json_atomic, write_jsonl_atomic
 from mrg.provenance import provenance, utc_now
+from mrg.runs import CONFIG_NAME, META_NAME, WEIGHTS_NAME
 
 OVERRIDABLE_PREFIXES = ("generate.", "data.num_workers")
 """What may change at generation time; everything else is fixed by the checkpoint."""
@@ -104,20 +104,6 @@ def generation_config(checkpoint_cfg: RunConfig, overrides: Sequence[str] | None
     return build_config(RunConfig, config_to_dict(checkpoint_cfg), list(overrides or ()))
 
 
-def _make_accelerator(precision: str) -> Any:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    from mrg.trainer import PRECISION_TO_ACCELERATE, force_cpu_processes
-
-    AcceleratorState._reset_state(reset_partial_state=False)  # another precision than a run before in this process
-    GradientState._reset_state()
-    try:
-        return Accelerator(cpu=force_cpu_processes(), mixed_precision=PRECISION_TO_ACCELERATE[precision])
-    except (ValueError, RuntimeError) as err:
-        raise ConfigError(f"generate.precision={precision} cannot run here ({err}); use generate.precision=fp32 or bf16") from None
-
-
 def generate_reports(
     checkpoint: str | os.PathLike[str],
     *,
@@ -149,9 +135,7 @@ def generate_reports(
         ConfigError: no input or both inputs, an override of a non-generate key.
         DataError: a missing dataset, split or image file, or an unreadable image.
     """
-    from mrg.data.dataset import ImageFileDataset, collate_studies, dataset_from_config
-    from mrg.model.build import build_model
-    from mrg.trainer import predict
+    from mrg.distributed import make_accelerator, predict
 
     if (images is None) == (split is None):
         raise ConfigError("give either --split (with --data or the run's dataset) or --images FILE..., not both or neither")
@@ -173,21 +157,21 @@ def generate_reports(
     else:
         source = {"data": str(cfg.data.root), "split": split}
 
-    accelerator = _make_accelerator(precision)
+    accelerator = make_accelerator(precision, option="generate.precision")
     started = time.perf_counter()
-    model = build_model(cfg, load_init=False)  # the checkpoint holds every trainable weight, stage 2 included
-    model.load_trainable_state_dict(load_trainable_weights(step_dir), strict=True)
+    model, method, stage = checkpoint_model(step_dir, cfg, meta)
     model.to(accelerator.device)
     model.eval()
     if images is not None:
-        dataset: Any = ImageFileDataset(studies, image_size=cfg.data.image_size, max_views=cfg.data.max_views, ids=ids,
-                                        **model.image_settings.kwargs())
+        dataset: Any = method.image_dataset(cfg, stage, model, studies, ids)
         num_workers = 0  # an unreadable image then fails with its own one-line error
     else:
-        dataset = dataset_from_config(cfg, split, image_settings=model.image_settings, augment=False)  # type: ignore[arg-type]
+        dataset = method.split_dataset(cfg, stage, model, split)  # type: ignore[arg-type]
         num_workers = cfg.data.num_workers
-        source["normalize"] = dataset.normalize
-    rows = predict(accelerator, model, dataset, collate_studies, gen, num_workers=num_workers, description="generating reports")
+        if getattr(dataset, "normalize", None) is not None:
+            source["normalize"] = dataset.normalize
+    collate_fn = method.collate(cfg, stage, model, data_root=cfg.data.root if images is None else None)
+    rows = predict(accelerator, model, dataset, collate_fn, gen, num_workers=num_workers, description="generating reports")
     seconds = time.perf_counter() - started
 
     out_path = Path(out_path)
@@ -204,7 +188,8 @@ def generate_reports(
                 "checkpoint_metrics": meta.get("metrics"),
                 "generate": config_to_dict(gen) | {"precision": precision},
                 "input": source,
-                "model": {"encoder": cfg.model.encoder.name_or_path, "llm": cfg.model.llm.name_or_path},
+                "model": {"method": method.name, "stage": stage.name, "encoder": cfg.model.encoder.name_or_path,
+                          "llm": cfg.model.llm.name_or_path},
                 "num_processes": accelerator.num_processes,
                 "seconds": round(seconds, 3),
                 "created": utc_now(),
@@ -220,3 +205,27 @@ def _output_row(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("reference") is not None:
         out["reference"] = row["reference"]
     return out
+
+
+def checkpoint_model(step_dir: Path, cfg: RunConfig, meta: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The model of a checkpoint: built by its method for its stage, its trained weights loaded (strictly).
+
+    Returns:
+        ``(model, method, stage)``.
+
+    Raises:
+        CheckpointError: the weights do not match what the method builds for that stage.
+        ConfigError: the stage writes no reports (e.g. a contrastive pre-training stage).
+    """
+    from mrg.methods.registry import get_method
+    from mrg.model.trainable import stage_model
+
+    method = get_method(cfg.model.method, option=f"{step_dir / CONFIG_NAME}: model.method")
+    stage = method.stage(checkpoint_stage(meta, cfg) or method.stages[-1].name, option=f"{step_dir / META_NAME}: stage")
+    if not stage.generates_reports:
+        later = [s.name for s in method.stages if s.generates_reports]
+        raise ConfigError(f"{step_dir}: a checkpoint of stage {stage.name} of {method.name}, which writes no reports; "
+                          f"use a checkpoint of stage {' or '.join(later) or '-'}")
+    model = stage_model(method, cfg, stage)
+    model.load_trainable_state_dict(load_trainable_weights(step_dir), strict=True)
+    return model, method, stage

@@ -29,3 +29,19 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def build_model(cfg, stage: str | None = None):
+    """The model of ``cfg``'s method for ``stage`` (default: its first), trainability applied, as ``mrg train`` builds it."""
+    from mrg.methods import get_method
+    from mrg.model.trainable import stage_model
+
+    method = get_method(cfg.model.method)
+    return stage_model(method, cfg, method.stage(stage) if stage else method.stages[0])
+
+
+def with_tokens(model, batch: dict) -> dict:
+    """``batch`` plus the report tokens the collate step adds (``mrg.data.dataset.ReportCollator``)."""
+    from mrg.data.dataset import report_tensors
+
+    return {**batch, **report_tensors(model.tokenizer, batch["reports"], model.max_report_tokens)}

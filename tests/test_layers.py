@@ -1,7 +1,11 @@
 """Data flows one way: a module never imports a later stage (checked on the source, imports in functions too).
 
-Stages, in order: foundation (errors, files, console, config, provenance) -> data -> model ->
-trainer/checkpoint -> generate -> metrics -> evaluate/report/lm -> cli/demo.
+Stages, in order: foundation (errors, files, console, provenance, the run-folder layout, the metric
+registry) -> configuration (config, the method registry and what a method declares) -> data -> model ->
+training (loop, checkpoints, distributed, optimizer, validation) -> generate -> metrics ->
+evaluate/viewer/domain LM -> method implementations (they compose all of the above) -> recipes -> cli/demo.
+Methods are found by the registry at run time (``importlib`` on the built-in module names and the
+``mrg.methods`` entry points), as plugins are, so configuration never imports a method's implementation.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import mrg
 PACKAGE_DIR = Path(mrg.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("mrg", "mrg.errors", "mrg.files", "mrg.console", "mrg.config", "mrg.provenance"),
+    ("mrg", "mrg.errors", "mrg.files", "mrg.console", "mrg.provenance", "mrg.runs", "mrg.seeds", "mrg.metrics.registry"),
+    ("mrg.config", "mrg.methods.registry", "mrg.methods.base"),
     ("mrg.data",),
     ("mrg.model",),
-    ("mrg.trainer", "mrg.checkpoint"),
+    ("mrg.trainer", "mrg.checkpoint", "mrg.distributed", "mrg.optim", "mrg.trackers", "mrg.validation"),
     ("mrg.generate",),
     ("mrg.metrics",),
-    ("mrg.evaluate", "mrg.report", "mrg.lm"),
+    ("mrg.evaluate", "mrg.viewer", "mrg.domain_lm"),
+    ("mrg.methods",),
+    ("mrg.recipes",),
     ("mrg.cli", "mrg.demo", "mrg.__main__"),
 ]
 

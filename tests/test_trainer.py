@@ -1,4 +1,4 @@
-"""``mrg.trainer``: the loop's mechanics on a toy model (fast) and acceptance runs with the tiny preset."""
+"""The training loop and the train recipe: mechanics on the toy method (fast), acceptance runs with the tiny preset."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import pytest
 import torch
 
 from mrg.checkpoint import list_checkpoints, read_pointer
+from mrg.distributed import shard_range
 from mrg.errors import CheckpointError, ConfigError, OutputDirError, TrainingError
-from mrg.trainer import EpochSampler, TrainResult, build_optimizer, fit, lr_factor, shard_range
+from mrg.optim import build_optimizer, lr_factor
+from mrg.recipes.train import StageResult, non_finite_error, train
+from mrg.trainer import EpochSampler
 from tests import training_fixtures
-from tests.training_fixtures import ToyReportModel, overlap_scorer, tiny_overrides, toy_config, trainable_weights
+from tests.toy_method import ToyReportModel
+from tests.training_fixtures import overlap_scorer, tiny_overrides, toy_config, trainable_weights
 
 # fixtures shared with the checkpoint, generate and CLI tests
 toy_training = training_fixtures.toy_training
@@ -46,6 +50,7 @@ def test_epoch_sampler_is_a_seeded_permutation_per_epoch() -> None:
 
 def test_optimizer_skips_weight_decay_on_biases_norms_and_prompts() -> None:
     model = ToyReportModel()
+    model.frozen.requires_grad_(False)
     cfg = toy_config("train.weight_decay=0.1")
     optimizer = build_optimizer(model, cfg.train)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -65,8 +70,8 @@ def test_shard_range_covers_every_item_once() -> None:
 # ------------------------------------------------------------------------------------ toy runs
 
 
-def _toy_fit(run_dir: Path, *overrides: str, resume: str | None = None) -> TrainResult:
-    return fit(toy_config(*overrides), run_dir, resume=resume, scorer=overlap_scorer)
+def _toy_fit(run_dir: Path, *overrides: str, resume: str | None = None) -> StageResult:
+    return train(toy_config(*overrides), run_dir, resume=resume, scorer=overlap_scorer).last
 
 
 def test_fit_writes_the_run_layout(tmp_path: Path, toy_training) -> None:
@@ -104,6 +109,7 @@ def test_checkpoint_holds_only_the_trainable_weights(tmp_path: Path, toy_trainin
     _toy_fit(tmp_path / "run", "train.max_steps=2")
     model = toy_training.models[0]
     saved = trainable_weights(tmp_path / "run" / "step-000002")
+    assert not any(name.startswith("frozen.") for name in saved)
     assert set(saved) == {n for n, _ in model.trainable_named_parameters()}
     trainable_bytes = sum(p.numel() * p.element_size() for _, p in model.trainable_named_parameters())
     frozen_bytes = sum(p.numel() * p.element_size() for p in model.frozen.parameters())
@@ -120,9 +126,9 @@ def test_loss_falls_on_the_toy_task(tmp_path: Path, toy_training) -> None:
 
 def _crash_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int):
     """Simulate a crash (a killed job) right after the checkpoint of ``at_step`` is written; returns the undo."""
-    import mrg.trainer as trainer
+    import mrg.checkpoint as checkpoint
 
-    real_commit = trainer.commit_checkpoint
+    real_commit = checkpoint.commit_checkpoint
 
     def commit(stage, run_dir, step, meta):
         final = real_commit(stage, run_dir, step, meta)
@@ -130,8 +136,8 @@ def _crash_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int):
             raise KeyboardInterrupt(f"killed after step {step}")
         return final
 
-    monkeypatch.setattr(trainer, "commit_checkpoint", commit)
-    return lambda: monkeypatch.setattr(trainer, "commit_checkpoint", real_commit)
+    monkeypatch.setattr(checkpoint, "commit_checkpoint", commit)
+    return lambda: monkeypatch.setattr(checkpoint, "commit_checkpoint", real_commit)
 
 
 def _metrics_rows(run: Path) -> list[tuple[str, str, str]]:
@@ -152,7 +158,6 @@ def _metrics_rows(run: Path) -> list[tuple[str, str, str]]:
 )
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, toy_training, monkeypatch, crash_step, extra) -> None:
     # 16 studies, batch 2: 8 steps per epoch (4 with accumulation 2); 2 epochs; dropout on, so RNG state matters
-    toy_training.augment = "data.augment=true" in extra
     overrides = ("train.epochs=2", "train.save_every=1", "train.val_every=2", *extra)
     reference = _toy_fit(tmp_path / "a", *overrides)
 
@@ -180,30 +185,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, toy_training, m
 def test_resume_after_a_crash_between_checkpoints(tmp_path: Path, toy_training) -> None:
     overrides = ("train.max_steps=7", "train.save_every=3")
     reference = _toy_fit(tmp_path / "a", *overrides)
-    toy_training.nan_after_calls = None
     # crash inside step 5 (forward call 5): steps 4-5 are lost and redone from the step-3 checkpoint
-    import mrg.trainer as trainer
-
-    real_build = trainer._build_model
-
-    def build_crashing(cfg, *, load_init=True):
-        model = real_build(cfg, load_init=load_init)
-        original = model.forward
-
-        def forward(batch):
-            if model.forward_calls == 4:
-                raise RuntimeError("simulated crash")
-            return original(batch)
-
-        model.forward = forward
-        return model
-
-    trainer._build_model = build_crashing
-    try:
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            _toy_fit(tmp_path / "b", *overrides)
-    finally:
-        trainer._build_model = real_build
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _toy_fit(tmp_path / "b", *overrides, "method.crash_at_call=4")
     assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-000003"]
     resumed = _toy_fit(tmp_path / "b", *overrides, resume="auto")
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in reference.history[3:]]
@@ -212,9 +196,9 @@ def test_resume_after_a_crash_between_checkpoints(tmp_path: Path, toy_training) 
 
 
 def test_gradient_accumulation_matches_a_larger_micro_batch(tmp_path: Path, toy_training) -> None:
-    toy_training.dropout = 0.0
-    big = _toy_fit(tmp_path / "big", "train.micro_batch_size=4", "train.max_steps=4")
-    accumulated = _toy_fit(tmp_path / "acc", "train.micro_batch_size=2", "train.grad_accum_steps=2", "train.max_steps=4")
+    big = _toy_fit(tmp_path / "big", "train.micro_batch_size=4", "train.max_steps=4", "method.dropout=0")
+    accumulated = _toy_fit(tmp_path / "acc", "train.micro_batch_size=2", "train.grad_accum_steps=2", "train.max_steps=4",
+                           "method.dropout=0")
     assert [h["loss"] for h in big.history] == pytest.approx([h["loss"] for h in accumulated.history], rel=1e-5)
     a, b = trainable_weights(big.last_checkpoint), trainable_weights(accumulated.last_checkpoint)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -227,7 +211,8 @@ def test_keep_last_prunes_old_checkpoints_but_never_best(tmp_path: Path, toy_tra
         value = next(scores)
         return {"bleu_4": value, "cider": value}
 
-    result = fit(toy_config("train.max_steps=5", "train.val_every=1", "train.keep_last=2"), tmp_path / "run", scorer=scorer)
+    result = train(toy_config("train.max_steps=5", "train.val_every=1", "train.keep_last=2"), tmp_path / "run",
+                   scorer=scorer).last
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000001", "step-000004", "step-000005"]
     assert result.best_checkpoint == tmp_path / "run" / "step-000001"
     assert result.best_score == pytest.approx(0.9)
@@ -235,9 +220,8 @@ def test_keep_last_prunes_old_checkpoints_but_never_best(tmp_path: Path, toy_tra
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, toy_training) -> None:
-    toy_training.nan_after_calls = 4  # the loss of step 5 is NaN
-    with pytest.raises(TrainingError) as err:
-        _toy_fit(tmp_path / "run", "train.max_steps=8", "train.save_every=2")
+    with pytest.raises(TrainingError) as err:  # the loss of step 5 is NaN
+        _toy_fit(tmp_path / "run", "train.max_steps=8", "train.save_every=2", "method.nan_after_calls=4")
     message = str(err.value)
     assert "loss is nan at step 5" in message
     assert "train.lr" in message and "check the data" in message
@@ -248,25 +232,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, toy_t
 
 
 def test_fp16_nan_message_suggests_bf16(tmp_path: Path, toy_training) -> None:
-    from mrg.trainer import _non_finite_error
-
-    cfg = toy_config()
-    cfg = type(cfg)(**{**cfg.__dict__, "train": type(cfg.train)(**{**cfg.train.__dict__, "precision": "fp16"})})
-    message = str(_non_finite_error(float("inf"), 1.0, 3, 0, tmp_path, cfg))
+    cfg = toy_config("train.precision=fp16")
+    message = str(non_finite_error(float("inf"), 1.0, 3, 0, tmp_path, cfg))
     assert "bf16 or fp32 instead of fp16" in message and "no checkpoint was saved yet" in message
 
 
 def test_sanity_validation_checks_the_selection_metrics_before_training(tmp_path: Path, toy_training) -> None:
-    with pytest.raises(ConfigError, match="train.select uses rouge_l, which the scorer does not return"):
-        fit(toy_config("train.val_every=2", "train.sanity_val_batches=1", "train.select={rouge_l: 1.0}"),
-            tmp_path / "run", scorer=overlap_scorer)
+    with pytest.raises(ConfigError, match="train.select uses rouge_l, which the validation does not return"):
+        train(toy_config("train.val_every=2", "train.sanity_val_batches=1", "train.select={rouge_l: 1.0}"),
+              tmp_path / "run", scorer=overlap_scorer)
     assert toy_training.models[0].forward_calls == 0  # failed before the first training step
     assert not list_checkpoints(tmp_path / "run")
 
 
-def test_validation_without_a_scorer_is_a_config_error(tmp_path: Path, toy_training) -> None:
-    with pytest.raises(ConfigError, match="needs a scorer"):
-        fit(toy_config("train.val_every=2"), tmp_path / "run")
+def test_selection_metrics_are_checked_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match=r"'train.select' names 'blue_4', which is not a registered metric. Did you mean 'bleu_4'"):
+        toy_config("train.val_every=2", "train.select={blue_4: 1.0}")
+    toy_config("train.val_every=-1", "train.select={blue_4: 1.0}")  # no validation: the rule is never used
 
 
 def test_val_subset_is_fixed_and_seeded(tmp_path: Path, toy_training) -> None:
@@ -277,9 +259,8 @@ def test_val_subset_is_fixed_and_seeded(tmp_path: Path, toy_training) -> None:
 
 
 def test_too_few_training_studies_for_one_batch(tmp_path: Path, toy_training) -> None:
-    toy_training.num_train = 3
     with pytest.raises(ConfigError, match=r"3 studies, fewer than one effective batch \(2 x 2 x 1 processes = 4\)"):
-        _toy_fit(tmp_path / "run", "train.grad_accum_steps=2")
+        _toy_fit(tmp_path / "run", "train.grad_accum_steps=2", "method.num_train=3")
     assert not (tmp_path / "run").exists()  # a refused run writes nothing
 
 
@@ -326,31 +307,34 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path: Path, toy_tra
 
 
 def test_an_interrupted_save_leaves_no_step_folder(tmp_path: Path, toy_training, monkeypatch) -> None:
-    import mrg.trainer as trainer
+    import mrg.checkpoint as checkpoint
 
-    real_write = trainer.write_checkpoint_files
+    real_write = checkpoint.write_checkpoint_files
 
     def write(stage, **kwargs):
         real_write(stage, **kwargs)
         if stage.name.endswith("000004"):
             raise KeyboardInterrupt("killed while saving")
 
-    monkeypatch.setattr(trainer, "write_checkpoint_files", write)
+    monkeypatch.setattr(checkpoint, "write_checkpoint_files", write)
     with pytest.raises(KeyboardInterrupt):
         _toy_fit(tmp_path / "run", "train.max_steps=6", "train.save_every=2")
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000002"]
     assert (tmp_path / "run" / ".tmp-step-000004").is_dir()  # incomplete, never mistaken for a checkpoint
-    monkeypatch.setattr(trainer, "write_checkpoint_files", real_write)
+    monkeypatch.setattr(checkpoint, "write_checkpoint_files", real_write)
     result = _toy_fit(tmp_path / "run", "train.max_steps=6", "train.save_every=2", resume="auto")
     assert result.resumed_from.name == "step-000002"
     assert not (tmp_path / "run" / ".tmp-step-000004").exists()
 
 
 def test_training_never_reads_the_test_split(tmp_path: Path, toy_training) -> None:
+    from mrg.methods import get_method
+
     _toy_fit(tmp_path / "run", "train.max_steps=2", "train.val_every=1")
     assert set(toy_training.splits_built) == {"train", "val"}
+    method = get_method("mrg-llm")
     with pytest.raises(AssertionError, match="never read the test split"):
-        toy_training.real_build_datasets(toy_config(), None, splits=("train", "test"))
+        method.datasets(toy_config(), method.stages[0], None, ("train", "test"))
 
 
 def test_step_losses_are_finite_and_lr_follows_the_schedule(tmp_path: Path, toy_training) -> None:
@@ -384,24 +368,33 @@ def test_every_variant_trains_and_its_loss_falls(tmp_path: Path, overfit_data, m
     from mrg.config import load_config
 
     cfg = load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=5", "train.lr=3e-3", *VARIANTS[variant]))
-    result = fit(cfg, tmp_path / "run")
+    result = train(cfg, tmp_path / "run").last
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0] - 0.3, losses  # the same 4 studies every step: the loss must fall clearly
 
 
 @pytest.mark.slow
-def test_stage_two_starts_from_a_stage_one_run(tmp_path: Path, overfit_data, model_cache) -> None:
+def test_two_stage_runs_align_then_finetune_and_finetune_trains_only_lora(tmp_path: Path, overfit_data, model_cache) -> None:
     from mrg.config import load_config
 
-    fit(load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=2")), tmp_path / "stage1")
-    cfg = load_config("tiny", tiny_overrides(overfit_data, "train.max_steps=4", "train.lr=3e-3", "model.stage=2",
-                                             f"model.init_from={tmp_path / 'stage1'}"))
-    result = fit(cfg, tmp_path / "stage2")
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
-    saved = trainable_weights(result.last_checkpoint)
-    assert any(name.startswith("llm.") and "lora_" in name for name in saved)  # the LLM's adapters train in stage 2
-    assert not any(name.startswith("llm.") and "lora_" not in name for name in saved)  # its own weights never do
+    cfg = load_config("two-stage-tiny", tiny_overrides(overfit_data, "train.max_steps=3", "train.lr=3e-3"))
+    result = train(cfg, tmp_path / "run")
+    assert [s.stage for s in result.stages] == ["align", "finetune"]
+    align, finetune = result.stages
+    assert align.run_dir == tmp_path / "run" / "align" and finetune.run_dir == tmp_path / "run" / "finetune"
+    align_saved, saved = trainable_weights(align.last_checkpoint), trainable_weights(finetune.last_checkpoint)
+    assert any(n.startswith("encoder.") for n in align_saved) and not any("lora_" in n for n in align_saved)
+    # finetune starts where align ended: its first loss is below align's first one
+    assert finetune.history[0]["loss"] < align.history[0]["loss"]
+    # what trained in finetune: the LLM's adapters and the projector (method.finetune_also); the encoder is kept
+    changed = {n for n in align_saved if not torch.equal(align_saved[n], saved[n])}
+    assert changed and all(n.startswith("projector.") for n in changed)
+    assert any(n.startswith("llm.") and "lora_" in n for n in saved)
+    assert not any(n.startswith("llm.") and "lora_" not in n for n in saved)  # the LLM's own weights never train
+    # a second call skips both finished stages
+    again = train(cfg, tmp_path / "run", resume="auto")
+    assert all(s.skipped for s in again.stages)
 
 
 def test_tiny_run_validates_selects_and_never_reads_the_test_split(tmp_path: Path, synthetic_data, model_cache,
@@ -414,7 +407,7 @@ def test_tiny_run_validates_selects_and_never_reads_the_test_split(tmp_path: Pat
     monkeypatch.setattr(PreparedDataset, "split", lambda self, name: splits_read.append(name) or real_split(self, name))
     cfg = load_config("tiny", tiny_overrides(synthetic_data, "train.max_steps=4", "train.val_every=2",
                                              "train.sanity_val_batches=1", "train.keep_last=1"))
-    result = fit(cfg, tmp_path / "run", scorer=overlap_scorer)
+    result = train(cfg, tmp_path / "run", scorer=overlap_scorer).last
     assert set(splits_read) == {"train", "val"}
     assert [r["step"] for r in result.validations] == [2, 4]
     assert result.best_checkpoint is not None and result.best_checkpoint.parent == tmp_path / "run"

@@ -39,7 +39,7 @@ def report_cmd(
     table sorts by any column, filters by text, by "only disagreements" and by observation; without
     JavaScript it is a plain table. Example: mrg report runs/tiny runs/tiny/eval --out report.html
     """
-    from mrg.report import build_report
+    from mrg.viewer import build_report
 
     result = build_report(dirs, out, data=data, predictions=predictions, title=title, thumbnail_size=thumbnail_size,
                           max_views=views, images=not no_images)

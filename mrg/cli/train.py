@@ -1,4 +1,4 @@
-"""``mrg train``: train the report model under accelerate, resumably."""
+"""``mrg train``: train a method's stages under accelerate, resumably."""
 
 from __future__ import annotations
 
@@ -8,81 +8,78 @@ from typing import Annotated, Any
 import typer
 
 from mrg.cli.app import app
-from mrg.cli.options import ConfigOpt, OverridesArg
+from mrg.cli.options import OverridesArg
 from mrg.console import console, is_main_process
 
 
 @app.command("train")
 def train_cmd(
-    config: ConfigOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints step-NNNNNN/, best, last, metrics.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints step-NNNNNN/, best, last, metrics "
+                                      "(one sub-folder per stage for multi-stage methods).")],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="A preset name (see 'mrg config list') or a path to a YAML config file; "
+                     "default: the built-in defaults of the method.", show_default=False),
+    ] = None,
     overrides: OverridesArg = None,
+    method: Annotated[
+        str | None,
+        typer.Option("--method", "-m", help="The method to train (see 'mrg methods'); the same as model.method=NAME.",
+                     show_default=False),
+    ] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="Train this stage only; default: every stage not finished yet, in order.",
+                     show_default=False),
+    ] = None,
     resume: Annotated[
         str | None,
         typer.Option(
             "--resume",
-            help="Continue a run: 'auto' (the newest complete checkpoint in --out; a new run when there is none) or a "
-            "checkpoint path (RUN_DIR, RUN_DIR/last, RUN_DIR/step-NNNNNN).",
+            help="Continue a run: 'auto' (the newest complete checkpoint of each stage; a new stage when there is none) "
+            "or a checkpoint path (RUN_DIR, RUN_DIR/last, RUN_DIR/step-NNNNNN).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Train the report model (visual encoder + instance-specific prompts + frozen LLM).
+    """Train a method (default mrg-llm: visual encoder + instance-specific prompts + frozen LLM), stage by stage.
 
-    One process: mrg train --config tiny --out runs/tiny. Several GPUs: accelerate launch --config_file
-    mrg/configs/accelerate/ddp.yaml -m mrg train --config iu_xray --out runs/iu. An interrupted run continues
-    with --resume auto and reproduces the uninterrupted one.
+    One process: mrg train --config tiny --out runs/tiny. Two stages: mrg train --method two-stage --config
+    two-stage-tiny --out runs/two. Several GPUs: accelerate launch --config_file mrg/configs/accelerate/ddp.yaml
+    -m mrg train --config iu_xray --out runs/iu. An interrupted run continues with --resume auto and reproduces
+    the uninterrupted one.
     """
     from mrg.config import load_config
-    from mrg.trainer import fit
+    from mrg.recipes.train import train
 
-    cfg = load_config(config, list(overrides or []))
-    if cfg.train.val_every == -1:
-        scorer = None
-    elif is_main_process():
-        scorer = _make_scorer(cfg)
-    else:  # fit scores on process 0 only: no METEOR JVM on the other processes
-        scorer = _scored_on_process_zero
-    result = fit(cfg, out, resume=resume, scorer=scorer)
+    extra = [f"model.method={method}"] if method else []
+    cfg = load_config(config, [*list(overrides or []), *extra])
+    result = train(cfg, out, resume=resume, stage=stage)
     if is_main_process():
         _print_result(result)
-
-
-def _scored_on_process_zero(predictions: list[str], references: list[str]) -> dict[str, float]:
-    raise RuntimeError("validation is scored on process 0 only")  # pragma: no cover - fit never calls it here
-
-
-def _make_scorer(cfg: Any) -> Any:
-    """The validation scorer of ``mrg evaluate``'s library, with the references' cleaning mode resolved."""
-    from mrg.data.prepared import STAMP_NAME
-    from mrg.evaluate import make_scorer
-    from mrg.files import read_json
-
-    normalize = cfg.data.normalize
-    if normalize == "auto":
-        stamp = Path(cfg.data.root) / STAMP_NAME
-        normalize = read_json(stamp).get("normalize", "none") if stamp.is_file() else "none"
-    return make_scorer(cfg.eval, normalize)
 
 
 def _print_result(result: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"trained {result.run_dir}", show_header=False, box=None, pad_edge=False)
+    from mrg.metrics.registry import headline_metrics
+
+    table = Table(title=f"trained {result.run_dir} ({result.method})", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # paths are folded, never cut
-    table.add_row("steps", f"{result.step:,} of {result.total_steps:,} (epochs completed: {result.epoch})")
-    if result.history:
-        table.add_row("last loss", f"{result.history[-1]['loss']:.4f}")
-    table.add_row("last", str(result.last_checkpoint) if result.last_checkpoint else "-")
-    if result.best_checkpoint is not None and result.best_score is not None:
-        from mrg.trainer import HEADLINE_METRICS
-
-        metrics = result.best_metrics or {}
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
-        table.add_row("best", f"{result.best_checkpoint} (score {result.best_score:.4f}; {shown})")
+    for stage in result.stages:
+        prefix = f"{stage.stage}: " if len(result.stages) > 1 else ""
+        done = " (finished before; skipped)" if stage.skipped else ""
+        table.add_row(f"{prefix}steps", f"{stage.step:,} of {stage.total_steps:,} (epochs completed: {stage.epoch}){done}")
+        if stage.history:
+            table.add_row(f"{prefix}last loss", f"{stage.history[-1]['loss']:.4f}")
+        table.add_row(f"{prefix}last", str(stage.last_checkpoint) if stage.last_checkpoint else "-")
+        if stage.best_checkpoint is not None and stage.best_score is not None:
+            metrics = stage.best_metrics or {}
+            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in headline_metrics() if k in metrics)
+            table.add_row(f"{prefix}best", f"{stage.best_checkpoint} (score {stage.best_score:.4f}; {shown})")
     console.print(table)
-    target = result.run_dir / ("best" if result.best_checkpoint is not None else "last")
-    if result.last_checkpoint is not None:
-        console.print(f"next: mrg generate --checkpoint {target} --split test --out {result.run_dir / 'test_predictions.jsonl'}",
-                      soft_wrap=True)
+    last = result.last
+    if last.last_checkpoint is not None:
+        console.print(f"next: mrg generate --checkpoint {result.run_dir} --split test --out "
+                      f"{result.run_dir / 'test_predictions.jsonl'}", soft_wrap=True)

@@ -29,7 +29,7 @@ def train_lm_cmd(
     Use the result with 'mrg train ... model.llm.name_or_path=OUT'.
     """
     from mrg.config import LMConfig, build_config
-    from mrg.lm import train_report_lm
+    from mrg.domain_lm import train_report_lm
 
     cfg = build_config(LMConfig, {}, overrides)
     result = train_report_lm(data, out, cfg, force=force)

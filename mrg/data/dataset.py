@@ -9,14 +9,15 @@ average. Batches are plain dicts, which accelerate and DDP move between devices 
 Images are read with ``mrg.data.images.load_image`` (PNG, JPEG, 16-bit PNG, DICOM -> 8-bit
 grayscale), resized to ``image_size`` x ``image_size`` (bicubic, no crop: what the Swin/ViT image
 processors of R2GenGPT do), scaled to [0, 1], replicated to the backbone's channel count and
-normalised with the backbone's image-processor mean/std (ImageNet's when it ships none). Report
-tokenisation happens in the model (``ReportModel.forward``), so the dataset stays model-agnostic.
+normalised with the backbone's image-processor mean/std (ImageNet's when it ships none). Reports are
+tokenized in the collate step (``ReportCollator``), which takes the LLM's tokenizer as an argument, so the
+dataset stays model-agnostic.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from mrg.data.images import load_image
 from mrg.data.prepared import PreparedDataset, load_prepared_dataset
-from mrg.data.text import NORMALIZE_MODES, normalize_report
+from mrg.data.text import NORMALIZE_MODES, normalize_report, resolve_cleaning
 from mrg.errors import DataError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -138,7 +140,7 @@ class ReportDataset(Dataset):
     ) -> None:
         if max_views < 1:
             raise DataError(f"max_views must be at least 1, got {max_views}")
-        mode = prepared.normalize if normalize == "auto" else normalize
+        mode = resolve_cleaning(normalize, prepared.normalize)
         if mode not in NORMALIZE_MODES:
             raise DataError(f"data.normalize {normalize!r} is not one of auto, {', '.join(NORMALIZE_MODES)}")
         self.root = prepared.root
@@ -235,6 +237,59 @@ def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if all("report" in item for item in items):
         batch["reports"] = [item["report"] for item in items]
     return batch
+
+
+class ReportCollator:
+    """``collate_studies`` plus the report tokens the LLM is trained on.
+
+    A report longer than ``max_report_tokens - 1`` tokens is cut and always ends with EOS, so the model
+    learns to stop. Ids come from ``token_ids`` (a ``mrg prepare tokenize`` cache made with the same
+    tokenizer, special tokens already stripped; see ``mrg.data.tokenize.training_token_ids``) when the study
+    is there, else from the tokenizer.
+
+    Adds to the batch: ``report_ids`` (B, R) long, right-padded; ``report_mask`` (B, R) bool;
+    ``num_target_tokens`` (int, the tokens the loss averages over).
+    """
+
+    def __init__(self, tokenizer: Any, max_report_tokens: int, token_ids: Mapping[str, Sequence[int]] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.max_report_tokens = max_report_tokens
+        self.token_ids = token_ids or {}
+        self.cache_hits = 0
+        """Reports whose ids came from the cache (for tests and the run summary)."""
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_studies(items)
+        if "reports" not in batch:
+            return batch
+        cached = [self.token_ids.get(str(item["id"])) for item in items]
+        self.cache_hits += sum(c is not None for c in cached)
+        batch.update(report_tensors(self.tokenizer, batch["reports"], self.max_report_tokens, cached))
+        return batch
+
+
+def report_tensors(tokenizer: Any, reports: Sequence[str], max_report_tokens: int,
+                   cached: Sequence[Sequence[int] | None] | None = None) -> dict[str, Any]:
+    """Reports -> ``report_ids`` (B, R) ending in EOS (right-padded), ``report_mask`` (B, R), ``num_target_tokens``.
+
+    Args:
+        cached: per report, its ids from a token cache (special tokens stripped), or None to tokenize it.
+    """
+    limit = max_report_tokens - 1  # room for EOS, which is always kept
+    ids: list[list[int]] = [[] for _ in reports]
+    todo = [row for row in range(len(reports)) if cached is None or cached[row] is None]
+    for row, row_ids in enumerate(cached or []):
+        if row_ids is not None:
+            ids[row] = [int(i) for i in row_ids[:limit]]
+    if todo:
+        encoded = tokenizer([reports[r] for r in todo], add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+        for row, row_ids in zip(todo, encoded, strict=True):
+            ids[row] = list(row_ids)
+    rows = [torch.tensor([*row_ids, tokenizer.eos_token_id], dtype=torch.long) for row_ids in ids]
+    lengths = torch.tensor([len(r) for r in rows])  # (B,)
+    report_ids = pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)  # (B, R)
+    report_mask = torch.arange(report_ids.shape[1])[None, :] < lengths[:, None]  # (B, R)
+    return {"report_ids": report_ids, "report_mask": report_mask, "num_target_tokens": int(lengths.sum())}
 
 
 def dataset_from_config(

@@ -89,3 +89,24 @@ def normalize_report(text: str | None, mode: str = "r2gen-iu") -> str:
     if mode == "none":
         return text
     raise ValueError(f"unknown normalisation mode {mode!r}; expected one of {', '.join(NORMALIZE_MODES)}")
+
+
+R2GEN_CLEANERS: tuple[str, ...] = ("r2gen-iu", "r2gen-mimic")
+"""The cleaners of the r2gen evaluation protocol (``eval.normalize`` chooses among them)."""
+
+
+def resolve_cleaning(setting: str, dataset_mode: str | None, *, cleaner_only: bool = False) -> str:
+    """The one place a cleaning setting is resolved: ``data.normalize`` (training targets) and ``eval.normalize``.
+
+    Args:
+        setting: ``auto`` or a mode of ``NORMALIZE_MODES``.
+        dataset_mode: the mode the prepared dataset recorded (``prepare.json``), if known.
+        cleaner_only: the r2gen protocol needs a cleaner, so ``none`` or an unknown dataset falls back to
+            ``r2gen-iu`` (R2Gen's own default).
+    """
+    if setting != "auto":
+        return setting
+    allowed = R2GEN_CLEANERS if cleaner_only else NORMALIZE_MODES
+    if dataset_mode in allowed:
+        return dataset_mode  # type: ignore[return-value]
+    return "r2gen-iu" if cleaner_only else "none"

@@ -38,9 +38,11 @@ __all__ = [
     "R2GenVocab",
     "TokenCache",
     "build_r2gen_vocab",
+    "find_token_cache",
     "length_stats",
     "load_token_cache",
     "tokenize_dataset",
+    "training_token_ids",
 ]
 
 TOKENS_DIR = "tokens"
@@ -333,3 +335,41 @@ def tokenize_dataset(
     }
     path = _write_cache(root, name, meta, sequences)
     return TokenizeResult(name, path, meta, skipped=False)
+
+
+def find_token_cache(data_dir: str | Path, tokenizer: Any) -> TokenCache | None:
+    """The ``mrg prepare tokenize`` cache of ``data_dir`` made with exactly this tokenizer, if there is one.
+
+    A cache whose dataset has changed since it was written is ignored (training then tokenizes itself).
+    """
+    folder = Path(data_dir) / TOKENS_DIR
+    if not folder.is_dir():
+        return None
+    wanted = _hf_identity(tokenizer, "")["sha256"]
+    for meta_path in sorted(folder.glob("*.json")):
+        if meta_path.name.endswith(".vocab.json"):
+            continue
+        try:
+            meta = read_json(meta_path)
+        except DataError:
+            continue
+        if meta.get("tokenizer", {}).get("sha256") != wanted:
+            continue
+        try:
+            return load_token_cache(data_dir, meta_path.stem)
+        except DataError:
+            return None
+    return None
+
+
+def training_token_ids(cache: TokenCache, tokenizer: Any) -> dict[str, list[int]]:
+    """The cache's ids as training uses them: the tokenizer's own special tokens (BOS, ...) stripped.
+
+    The cache holds ``tokenizer(report_clean, add_special_tokens=True)``; training encodes reports with
+    ``add_special_tokens=False`` and appends EOS itself.
+    """
+    bare = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+    start = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), 0)
+    head, tail = start, len(full) - start - len(bare)
+    return {sid: ids[head : len(ids) - tail].tolist() for sid, ids in cache.ids.items()}

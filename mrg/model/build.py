@@ -1,33 +1,22 @@
-"""Build the report model from a ``RunConfig`` and declare, in one place, which parameters train.
+"""Build the report model (encoder -> projector -> promptbook -> frozen LLM) from a ``RunConfig``.
 
-``trainable_patterns(model_cfg)`` is the single declaration of what trains (a test asserts the
-resulting parameter names for every variant); ``apply_trainability`` enforces it. The frozen LLM's
-own weights never match a pattern; in stage 2 only its LoRA adapters do.
-
-| part        | frozen encoder | lora encoder          | full encoder |
-| ----------- | -------------- | --------------------- | ------------ |
-| encoder     | -              | ``encoder.*lora_*``   | ``encoder.*`` |
-| projector   | ``projector.*`` (always)                              |
-| promptbook  | ``promptbook.*`` (unless mode ``none``)               |
-| LLM         | stage 2 only: ``llm.*lora_*``                          |
-
-Backbone parameters that the used tokens do not depend on (a ViT pooler in patch mode, DINOv2's
-mask token, CLIP's post-layernorm) are found by one probe pass and left frozen: a trainable
-parameter without a gradient breaks DDP and wastes optimizer state.
+``build_report_model`` composes the shared parts; which parameters train is not decided here but by the
+method's stage (``mrg.methods``, applied with ``mrg.model.trainable.apply_trainability``). Backbone
+parameters that the used tokens do not depend on (a ViT pooler in patch mode, DINOv2's mask token,
+CLIP's post-layernorm) are found by one probe pass and reported by ``ReportModel.unused_parameter_names``
+so that they stay frozen: a trainable parameter without a gradient breaks DDP and wastes optimizer state.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mrg.config import ModelConfig, RunConfig
+from mrg.config import RunConfig
 from mrg.data.dataset import IMAGENET_MEAN, IMAGENET_STD, ImageSettings
-from mrg.errors import CheckpointError
 from mrg.model.encoder import VisualEncoder, load_backbone
 from mrg.model.llm import FrozenLLM, add_lora, build_template, load_causal_lm, load_tokenizer
 from mrg.model.projector import Projector
@@ -35,39 +24,12 @@ from mrg.model.promptbook import Promptbook
 from mrg.model.random_models import resolve_model_path
 from mrg.model.report_model import ReportModel
 
-TRAINABLE_FILE = "trainable.safetensors"
-
 
 def quiet_hub_progress() -> None:
     """Hide transformers' per-load "Loading weights" bars: mrg shows its own progress, once per stage."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def trainable_patterns(model_cfg: ModelConfig) -> list[str]:
-    """The parameter-name patterns (``fnmatch``) that train under ``model_cfg``: THE declaration."""
-    patterns = ["projector.*"]
-    if model_cfg.promptbook.mode != "none":
-        patterns.append("promptbook.*")
-    if model_cfg.encoder.trainable == "full":
-        patterns.append("encoder.*")
-    elif model_cfg.encoder.trainable == "lora":
-        patterns.append("encoder.*lora_*")
-    if model_cfg.stage == 2:
-        patterns.append("llm.*lora_*")
-    return patterns
-
-
-def apply_trainability(model: ReportModel, model_cfg: ModelConfig) -> None:
-    """Set ``requires_grad`` on every parameter from ``trainable_patterns`` (and the unused-parameter probe)."""
-    patterns = trainable_patterns(model_cfg)
-    unused = {f"encoder.backbone.{name}" for name in model.encoder.unused_parameters}
-    for name, param in model.named_parameters():
-        param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in patterns) and name not in unused)
-    leaked = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith("llm.") and "lora_" not in n]
-    if leaked:  # guard: the LLM's own weights must never train
-        raise AssertionError(f"frozen LLM weights marked trainable: {leaked[:3]}")
 
 
 def image_settings_for(folder: str, num_channels: int) -> ImageSettings:
@@ -96,8 +58,9 @@ def image_settings_for(folder: str, num_channels: int) -> ImageSettings:
     return ImageSettings(image_mean=tuple(float(v) for v in mean), image_std=tuple(float(v) for v in std), num_channels=num_channels)
 
 
-def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
-    """Build the report model of ``cfg.model`` (encoder, projector, promptbook, frozen LLM).
+def build_report_model(cfg: RunConfig, *, llm_lora: bool = False, prompt_mode: str | None = None) -> ReportModel:
+    """Build the report model of ``cfg.model`` (encoder, projector, promptbook, frozen LLM); every parameter
+    is left trainable for the method's stage to decide.
 
     Backbones load by hub id, local folder (no network needed) or ``random:<kind>`` spec. New
     weights (projector, promptbook) are initialised from ``cfg.train.seed`` without touching the
@@ -105,33 +68,19 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
 
     Args:
         cfg: the run configuration (``cfg.model``, ``cfg.data.image_size``, ``cfg.train.seed`` are read).
-        load_init: in stage 2, load the stage-1 weights from ``model.init_from``. Pass False when a
-            stage-2 checkpoint is loaded right after (resume, generate), so the stage-1 run need not exist.
+        llm_lora: inject LoRA adapters into the LLM (``model.llm.lora_*``), for stages that adapt it.
+        prompt_mode: the promptbook mode to build instead of ``model.promptbook.mode`` (e.g. ``none``).
 
     Raises:
         ConfigError: a backbone or tokenizer cannot be loaded, missing special tokens, bad LoRA targets.
-        CheckpointError: stage 2 and ``model.init_from`` has no usable ``trainable.safetensors``.
     """
     quiet_hub_progress()
     m = cfg.model
+    mode = prompt_mode or m.promptbook.mode
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         encoder_dir = resolve_model_path(m.encoder.name_or_path)
-        backbone = load_backbone(encoder_dir, features=m.encoder.features)
-        encoder = VisualEncoder(backbone, features=m.encoder.features, views=m.encoder.views)
-        if m.encoder.trainable == "lora":
-            add_lora(
-                backbone,
-                rank=m.encoder.lora_rank,
-                alpha=m.encoder.lora_alpha,
-                dropout=m.encoder.lora_dropout,
-                targets=list(m.encoder.lora_targets),
-                option="model.encoder.lora_targets",
-            )
-        if m.encoder.trainable != "frozen":
-            encoder.unused_parameters = encoder.find_unused_parameters(cfg.data.image_size)
-        encoder.frozen = m.encoder.trainable == "frozen"
-
+        encoder = _build_encoder(cfg, encoder_dir)
         llm_dir = resolve_model_path(m.llm.name_or_path)
         tokenizer = load_tokenizer(llm_dir, model_name=m.llm.name_or_path)
         template = build_template(
@@ -139,37 +88,23 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
             instruction=m.llm.instruction,
             chat_template=m.llm.chat_template,
             position=m.promptbook.position,
-            has_prompt=m.promptbook.mode != "none",
+            has_prompt=mode != "none",
             model_name=m.llm.name_or_path,
         )
         causal_lm = load_causal_lm(
             llm_dir, dtype=m.llm.dtype, attn_implementation=m.llm.attn_implementation, model_name=m.llm.name_or_path
         )
-        if m.stage == 2:
-            add_lora(
-                causal_lm,
-                rank=m.llm.lora_rank,
-                alpha=m.llm.lora_alpha,
-                dropout=m.llm.lora_dropout,
-                targets=list(m.llm.lora_targets),
-                option="model.llm.lora_targets",
-            )
+        if llm_lora:
+            add_lora(causal_lm, rank=m.llm.lora_rank, alpha=m.llm.lora_alpha, dropout=m.llm.lora_dropout,
+                     targets=list(m.llm.lora_targets), option="model.llm.lora_targets")
         llm = FrozenLLM(causal_lm, template, gradient_checkpointing=m.llm.gradient_checkpointing)
-
         dim = llm.hidden_size
         projector = Projector(encoder.num_features, dim, kind=m.projector.kind, layer_norm=m.projector.layer_norm)
         embed_std = float(causal_lm.get_input_embeddings().weight.float().std())
         pb = m.promptbook
-        promptbook = Promptbook(
-            pb.mode,
-            dim,
-            num_tokens=pb.num_tokens,
-            book_size=pb.book_size,
-            hidden_size=pb.hidden_size,
-            pooling=pb.pooling,
-            init_std=pb.init_scale * embed_std,
-        )
-        model = ReportModel(
+        promptbook = Promptbook(mode, dim, num_tokens=pb.num_tokens, book_size=pb.book_size, hidden_size=pb.hidden_size,
+                                pooling=pb.pooling, init_std=pb.init_scale * embed_std)
+        return ReportModel(
             encoder=encoder,
             projector=projector,
             promptbook=promptbook,
@@ -179,67 +114,20 @@ def build_model(cfg: RunConfig, *, load_init: bool = True) -> ReportModel:
             image_settings=image_settings_for(encoder_dir, encoder.num_channels),
             feed_visual_tokens=m.visual_tokens,
         )
-    apply_trainability(model, m)
-    if m.stage == 2 and load_init:
-        load_stage1_weights(model, resolve_init_path(m.init_from))
-    return model
 
 
-def resolve_init_path(init_from: str | None) -> Path:
-    """The ``trainable.safetensors`` behind ``model.init_from``.
-
-    Accepts the file itself, a checkpoint folder holding it, or a run folder: its ``best`` then
-    ``last`` pointer (a folder, a symlink, or a text file naming the step folder), else its newest
-    ``step-*`` folder.
-
-    Raises:
-        CheckpointError: nothing usable found (says where it looked).
-    """
-    if not init_from:
-        raise CheckpointError("model.stage is 2 but model.init_from is empty; point it at a stage-1 run directory")
-    root = Path(init_from).expanduser()
-    if root.is_file():
-        return root
-    if not root.exists():
-        raise CheckpointError(f"model.init_from {root}: no such file or directory; give a stage-1 run or checkpoint folder")
-    candidates = [root / TRAINABLE_FILE]
-    for pointer in ("best", "last"):
-        target = root / pointer
-        if target.is_file():  # a pointer file naming the step folder
-            candidates.append(root / target.read_text(encoding="utf-8").strip() / TRAINABLE_FILE)
-        else:
-            candidates.append(target / TRAINABLE_FILE)
-    candidates.extend(sorted(root.glob(f"step-*/{TRAINABLE_FILE}"), reverse=True))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(
-        f"model.init_from {root}: found no {TRAINABLE_FILE} (looked in the folder, its best/ and last/ pointers and "
-        "step-* folders); point it at a finished stage-1 run"
-    )
-
-
-def load_stage1_weights(model: ReportModel, path: Path) -> None:
-    """Load a stage-1 ``trainable.safetensors`` into a stage-2 model (its LLM LoRA starts fresh).
-
-    Raises:
-        CheckpointError: unreadable file, or its tensors are not exactly the model's non-LoRA trainable set.
-    """
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"model.init_from {path}: not a readable safetensors file ({err})") from None
-    expected = {n for n, _ in model.trainable_named_parameters() if not (n.startswith("llm.") and "lora_" in n)}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"model.init_from {path}: stage-1 weights do not match this model "
-            f"(missing {len(missing)}: {', '.join(missing[:5]) or '-'}; unexpected {len(unexpected)}: "
-            f"{', '.join(unexpected[:5]) or '-'}); stage 2 needs the stage-1 encoder, projector and promptbook settings"
-        )
-    model.load_trainable_state_dict(state, strict=False)
+def _build_encoder(cfg: RunConfig, encoder_dir: str) -> VisualEncoder:
+    """The visual encoder of ``cfg.model.encoder`` (LoRA-injected when it trains that way)."""
+    e = cfg.model.encoder
+    backbone = load_backbone(encoder_dir, features=e.features)
+    encoder = VisualEncoder(backbone, features=e.features, views=e.views)
+    if e.trainable == "lora":
+        add_lora(backbone, rank=e.lora_rank, alpha=e.lora_alpha, dropout=e.lora_dropout, targets=list(e.lora_targets),
+                 option="model.encoder.lora_targets")
+    if e.trainable != "frozen":
+        encoder.unused_parameters = encoder.find_unused_parameters(cfg.data.image_size)
+    encoder.frozen = e.trainable == "frozen"
+    return encoder
 
 
 def describe_model(model: ReportModel, cfg: RunConfig) -> dict[str, Any]:

@@ -18,8 +18,9 @@ Generation feeds the same layout without the report. Prefixes of equal length ne
 unequal ones (concatenated views) are left-padded with an attention mask, from which
 transformers derives the position ids, so batched output equals one-at-a-time output.
 
-Reports are tokenized inside ``forward`` (a fast tokenizer on a handful of short strings costs
-microseconds), so the dataset and collate function need no tokenizer.
+Reports arrive tokenized (``report_ids``, ``report_mask``): the collate step
+(``mrg.data.dataset.ReportCollator``) tokenizes them, or takes the ids from the ``mrg prepare tokenize``
+cache when it was made with the same tokenizer.
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from mrg.data.dataset import ImageSettings
-from mrg.errors import CheckpointError
 from mrg.model.encoder import VisualEncoder
 from mrg.model.llm import FrozenLLM
 from mrg.model.projector import Projector
 from mrg.model.promptbook import Promptbook
+from mrg.model.trainable import TrainableState
 
 IGNORE_INDEX = -100
 
@@ -53,7 +53,7 @@ class ModelOutput:
     """How many tokens the loss averages over (for token-weighted accumulation)."""
 
 
-class ReportModel(nn.Module):
+class ReportModel(TrainableState, nn.Module):
     """Encoder, projector, promptbook and frozen LLM, composed.
 
     Build it with ``mrg.model.build.build_model(cfg)``, which also declares what trains.
@@ -117,16 +117,6 @@ class ReportModel(nn.Module):
         view_mask = batch.get("view_mask")
         features, token_mask = self.encoder(pixel_values, view_mask)  # (B, M, C)
         return self.projector(features), token_mask  # (B, M, D)
-
-    def tokenize_reports(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Reports -> (B, R) ids ending in EOS (right-padded), (B, R) bool mask, number of target tokens."""
-        limit = self.max_report_tokens - 1  # room for EOS, which is always kept
-        encoded = self.tokenizer(list(reports), add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
-        rows = [torch.tensor(ids + [self.tokenizer.eos_token_id]) for ids in encoded]
-        lengths = torch.tensor([len(r) for r in rows])  # (B,)
-        ids = pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id)  # (B, R)
-        mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # (B, R)
-        return ids, mask, int(lengths.sum())
 
     def assemble(
         self,
@@ -202,13 +192,14 @@ class ReportModel(nn.Module):
     # ------------------------------------------------------------------------------------ training
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        """Loss on a batch from ``collate_studies`` (it needs ``reports``)."""
-        if "reports" not in batch:
-            raise ValueError("training batches need 'reports'; image-file batches are for generate()")
+        """Loss on a batch from ``ReportCollator`` (it needs ``report_ids`` and ``report_mask``)."""
+        if "report_ids" not in batch:
+            raise ValueError("training batches need 'report_ids' (collate with mrg.data.dataset.ReportCollator); "
+                             "image-file batches are for generate()")
         visual, token_mask = self.visual_tokens(batch)  # (B, M, D)
         prompt = self.promptbook(visual, token_mask)  # (B, L, D)
-        report_ids, report_mask, num_targets = self.tokenize_reports(batch["reports"])
-        report_ids, report_mask = report_ids.to(visual.device), report_mask.to(visual.device)
+        report_ids, report_mask = batch["report_ids"].to(visual.device), batch["report_mask"].to(visual.device)  # (B, R)
+        num_targets = int(batch["num_target_tokens"])
         embeds, _, labels, moved = self.assemble(visual, token_mask, prompt, report_ids, report_mask)
         assert labels is not None
         total = embeds.shape[1]
@@ -277,88 +268,15 @@ class ReportModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ weights
 
-    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """(name, parameter) of everything that trains, in module order."""
-        return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """The frozen LLM, and a frozen encoder: kept in eval mode, never saved."""
+        return ("llm.", "encoder.") if self.encoder.frozen else ("llm.",)
 
-    def running_statistics(self) -> list[tuple[str, torch.Tensor]]:
-        """(name, buffer) of the normalisation statistics that training updates.
+    def unused_parameter_names(self) -> set[str]:
+        """Backbone parameters the used tokens do not depend on (``VisualEncoder.find_unused_parameters``)."""
+        return {f"encoder.backbone.{name}" for name in self.encoder.unused_parameters}
 
-        A trainable CNN encoder's BatchNorm layers update ``running_mean``/``running_var`` in training
-        mode; evaluation uses them, so they belong to the trained state as much as the weights do.
-        A frozen encoder and the LLM stay in eval mode, so their statistics never change and are not saved.
-        """
-        stats = []
-        for module_name, module in self.named_modules():
-            if not isinstance(module, nn.modules.batchnorm._NormBase) or not module.track_running_stats:
-                continue
-            if module_name.startswith("llm.") or (self.encoder.frozen and module_name.startswith("encoder.")):
-                continue
-            for buffer_name, buffer in module.named_buffers(recurse=False):
-                if buffer is not None and buffer_name not in module._non_persistent_buffers_set:
-                    stats.append((f"{module_name}.{buffer_name}", buffer))
-        return stats
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained state only (never the frozen LLM), detached: trainable weights and running statistics."""
-        state = {name: p.detach() for name, p in self.trainable_named_parameters()}
-        state.update((name, b.detach()) for name, b in self.running_statistics())
-        return state
-
-    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
-        """Load weights saved by ``trainable_state_dict``.
-
-        Raises:
-            CheckpointError: with ``strict``, missing or unexpected keys (listed); always, a shape mismatch.
-        """
-        params: dict[str, torch.Tensor] = dict(self.trainable_named_parameters())
-        params.update(self.running_statistics())
-        missing = sorted(set(params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(params))
-        if strict and (missing or unexpected):
-            raise CheckpointError(_key_problem(missing, unexpected))
-        for name in sorted(set(params) & set(state_dict)):
-            if tuple(state_dict[name].shape) != tuple(params[name].shape):
-                raise CheckpointError(
-                    f"checkpoint tensor {name} has shape {tuple(state_dict[name].shape)} but the model's is "
-                    f"{tuple(params[name].shape)}; the checkpoint was made with another model config"
-                )
-        with torch.no_grad():
-            for name in set(params) & set(state_dict):
-                params[name].copy_(state_dict[name].to(params[name].device, params[name].dtype))
-
-    def parameter_counts(self) -> dict[str, int]:
-        """{"trainable": n, "frozen": n} parameter counts."""
-        counts = {"trainable": 0, "frozen": 0}
-        for p in self.parameters():
-            counts["trainable" if p.requires_grad else "frozen"] += p.numel()
-        return counts
-
-    def no_decay_parameter_names(self) -> set[str]:
-        """Trainable parameters exempt from weight decay: biases, norm weights, prompt tokens."""
-        names = set()
-        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
-        for module_name, module in self.named_modules():
-            for param_name, p in module.named_parameters(recurse=False):
-                if not p.requires_grad:
-                    continue
-                full = f"{module_name}.{param_name}" if module_name else param_name
-                is_norm = isinstance(module, norm_types) or "norm" in type(module).__name__.lower()
-                if param_name == "bias" or is_norm or full in ("promptbook.prompt", "promptbook.book"):
-                    names.add(full)
-        return names
-
-
-def _key_problem(missing: list[str], unexpected: list[str]) -> str:
-    def listing(keys: list[str]) -> str:
-        return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} trainable tensor(s): {listing(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} tensor(s): {listing(unexpected)}")
-    return (
-        "checkpoint does not match the model (" + "; ".join(parts) + "); it was made with another model config "
-        "(encoder trainability, promptbook mode or stage)"
-    )
+    def after_trainability(self) -> None:
+        """An encoder none of whose weights train is fixed features: eval mode (no BatchNorm updates, no dropout)."""
+        self.encoder.frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        self.train(self.training)

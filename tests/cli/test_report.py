@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests import training_fixtures
-from tests.report.conftest import PAIRS, make_dataset, make_eval, make_run, parse_html
 from tests.training_fixtures import tiny_overrides
+from tests.viewer.conftest import PAIRS, make_dataset, make_eval, make_run, parse_html
 
 synthetic_data = training_fixtures.synthetic_data
 model_cache = training_fixtures.model_cache

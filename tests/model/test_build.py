@@ -1,65 +1,94 @@
-"""build_model: the one trainability declaration (every variant), LoRA encoder, stage 2, presets, bad input."""
+"""Building the report model through its method: what trains in every variant and stage, LoRA, presets, bad input.
+
+What trains is declared by the method's stage (``mrg.methods``) and applied by ``stage_model``; these tests
+state the rule independently and compare.
+"""
 
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
+from mrg.checkpoint import resolve_init_weights
 from mrg.config import load_config
 from mrg.errors import CheckpointError, ConfigError
-from mrg.model.build import build_model, describe_model, resolve_init_path, trainable_patterns
+from mrg.methods import get_method
+from mrg.model.build import describe_model
+from tests.builders import build_model, with_tokens
 
 MODES = ["none", "static", "prompt-wise", "promptbook-wise"]
 ENCODER = ["frozen", "lora", "full"]
+# (method, stage): the variants of the trainability rule
+STAGES = [("mrg-llm", "train"), ("two-stage", "align"), ("two-stage", "finetune")]
 
 
-def _expected_trainable(names: list[str], mode: str, encoder: str, stage: int) -> set[str]:
-    """The rule of the issue, written independently of build.py."""
+def _expected_trainable(names: list[str], mode: str, encoder: str, stage: str, also: tuple[str, ...]) -> set[str]:
+    """The rule of the issues, written independently of the methods."""
     keep = set()
     for name in names:
         part = name.split(".")[0]
+        if stage == "finetune":
+            if part == "llm" and (".lora_A." in name or ".lora_B." in name):
+                keep.add(name)
+            elif part not in also:
+                continue
         if part == "projector":
             keep.add(name)
         elif part == "promptbook" and mode != "none":
             keep.add(name)
         elif part == "encoder" and (encoder == "full" or (encoder == "lora" and ".lora_" in name)):
             keep.add(name)
-        elif part == "llm" and stage == 2 and (".lora_A." in name or ".lora_B." in name):
-            keep.add(name)
     return keep
 
 
-@pytest.mark.parametrize(("mode", "encoder", "stage"), list(itertools.product(MODES, ENCODER, [1, 2])))
-def test_trainable_names_per_variant(make_cfg, mode: str, encoder: str, stage: int) -> None:
-    overrides = [f"model.promptbook.mode={mode}", f"model.encoder.trainable={encoder}", f"model.stage={stage}"]
-    if stage == 2:
-        overrides.append("model.init_from=unused")
-    model = build_model(make_cfg(*overrides), load_init=False)
+@pytest.mark.parametrize(("mode", "encoder", "method_stage"), list(itertools.product(MODES, ENCODER, STAGES)))
+def test_trainable_names_per_variant(make_cfg, mode: str, encoder: str, method_stage: tuple[str, str]) -> None:
+    method, stage = method_stage
+    also = ("projector",)
+    cfg = make_cfg(f"model.method={method}", f"model.promptbook.mode={mode}", f"model.encoder.trainable={encoder}")
+    model = build_model(cfg, stage)
     names = [n for n, _ in model.named_parameters()]
     trainable = {n for n, _ in model.trainable_named_parameters()}
-    assert trainable == _expected_trainable(names, mode, encoder, stage)
+    assert trainable == _expected_trainable(names, mode, encoder, stage, also)
     # spot checks of exact names
+    finetune = stage == "finetune"
     assert "projector.proj.weight" in trainable
-    assert ("promptbook.book" in trainable) == (mode == "promptbook-wise")
-    assert ("promptbook.head.weight" in trainable) == (mode in ("prompt-wise", "promptbook-wise"))
-    assert ("promptbook.prompt" in trainable) == (mode in ("static", "prompt-wise"))
+    assert ("promptbook.book" in trainable) == (mode == "promptbook-wise" and not finetune)
+    assert ("promptbook.head.weight" in trainable) == (mode in ("prompt-wise", "promptbook-wise") and not finetune)
     lora_q = "encoder.backbone.layers.0.attention.q_proj.lora_A.default.weight"
-    assert (lora_q in trainable) == (encoder == "lora")
-    assert ("encoder.backbone.layers.0.mlp.fc1.weight" in trainable) == (encoder == "full")
+    assert (lora_q in trainable) == (encoder == "lora" and not finetune)
+    assert ("encoder.backbone.layers.0.mlp.fc1.weight" in trainable) == (encoder == "full" and not finetune)
     llm_lora = "llm.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
-    assert (llm_lora in trainable) == (stage == 2)
+    assert (llm_lora in trainable) == finetune
     assert not any(n.startswith("llm.") and "lora_" not in n for n in trainable)  # never the LLM itself
-    assert set(model.trainable_state_dict()) == trainable
+    state = set(model.trainable_state_dict())
+    if finetune:  # the weights align trained stay part of the trained state, frozen
+        align = _expected_trainable(names, mode, encoder, "align", also)
+        assert state == trainable | align
+    else:
+        assert state == trainable
+
+
+def test_finetune_also_chooses_what_trains_beside_the_adapters(make_cfg) -> None:
+    cfg = make_cfg("model.method=two-stage", "method.finetune_also=[]")
+    trainable = {n for n, _ in build_model(cfg, "finetune").trainable_named_parameters()}
+    assert trainable and all(".lora_" in n and n.startswith("llm.") for n in trainable)
+    cfg = make_cfg("model.method=two-stage", "method.finetune_also=[encoder,projector]")
+    parts = {n.split(".")[0] for n, _ in build_model(cfg, "finetune").trainable_named_parameters()}
+    assert parts == {"llm", "encoder", "projector"}
 
 
 def test_declaration_patterns() -> None:
-    cfg = load_config("tiny", ["model.encoder.trainable=lora", "model.stage=2", "model.init_from=x"])
-    assert trainable_patterns(cfg.model) == ["projector.*", "promptbook.*", "encoder.*lora_*", "llm.*lora_*"]
+    cfg = load_config("tiny", ["model.encoder.trainable=lora"])
+    method = get_method("mrg-llm")
+    assert method.trainable_patterns(cfg, method.stages[0]) == ["encoder.*lora_*", "projector.*", "promptbook.*"]
+    two = get_method("two-stage")
+    cfg = load_config("two-stage-tiny")
+    assert two.trainable_patterns(cfg, two.stage("finetune")) == ["llm.*lora_*", "projector.*"]
+    assert two.kept_patterns(cfg, two.stage("finetune")) == ["encoder.*", "projector.*"]
 
 
 def test_unused_backbone_parameters_stay_frozen(make_cfg) -> None:
@@ -98,7 +127,7 @@ def test_lora_encoder_trains_only_adapters(make_cfg, tiny_batch) -> None:
     model = build_model(make_cfg("model.encoder.trainable=lora"))
     base = model.encoder.backbone.layers[0].attention.q_proj
     before_base, before_b = base.base_layer.weight.clone(), base.lora_B.default.weight.clone()
-    _train(model, tiny_batch)
+    _train(model, with_tokens(model, tiny_batch))
     assert torch.equal(base.base_layer.weight, before_base)
     assert not torch.equal(base.lora_B.default.weight, before_b)
 
@@ -108,61 +137,36 @@ def test_bad_lora_targets_list_candidates(make_cfg) -> None:
         build_model(make_cfg("model.encoder.trainable=lora", "model.encoder.lora_targets=qkv"))
 
 
-def _stage1_run(make_cfg, tiny_batch, run_dir: Path) -> dict[str, torch.Tensor]:
-    model = build_model(make_cfg())
-    _train(model, tiny_batch, steps=2)
-    state = {k: v.contiguous() for k, v in model.trainable_state_dict().items()}
-    (run_dir / "step-000002").mkdir(parents=True)
-    save_file(state, str(run_dir / "step-000002" / "trainable.safetensors"))
-    return state
-
-
-def test_stage2_starts_from_stage1_and_trains_llm_lora(make_cfg, tiny_batch, tmp_path: Path) -> None:
-    run_dir = tmp_path / "stage1"
-    stage1 = _stage1_run(make_cfg, tiny_batch, run_dir)
-    os.symlink("step-000002", run_dir / "last")
-    model = build_model(make_cfg("model.stage=2", f"model.init_from={run_dir}"))
-    state = model.trainable_state_dict()
-    assert all(torch.equal(state[k], v) for k, v in stage1.items())  # stage-1 weights loaded
-    llm_lora = {k for k in state if k.startswith("llm.")}
-    assert llm_lora and all("lora_" in k for k in llm_lora)
+def test_finetune_model_trains_llm_lora_in_float32_with_the_llm_in_eval_mode(make_cfg, tiny_batch) -> None:
+    model = build_model(make_cfg("model.method=two-stage"), "finetune")
     q = model.llm.model.model.layers[0].self_attn.q_proj
     frozen_before, lora_before = q.base_layer.weight.clone(), q.lora_B.default.weight.clone()
     assert q.lora_B.default.weight.dtype == torch.float32
     model.train()
     assert q.lora_dropout.default.training and not q.base_layer.training  # adapter dropout on, LLM in eval
-    _train(model, tiny_batch)
+    assert not model.encoder.backbone.training  # nothing of the encoder trains here: fixed features
+    _train(model, with_tokens(model, tiny_batch))
     assert torch.equal(q.base_layer.weight, frozen_before)
     assert not torch.equal(q.lora_B.default.weight, lora_before)
 
 
-def test_init_from_resolution(tmp_path: Path) -> None:
+def test_init_weights_resolution(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    (run / "step-000004").mkdir(parents=True)
-    (run / "step-000009").mkdir()
     for step in ("step-000004", "step-000009"):
+        (run / step).mkdir(parents=True)
         (run / step / "trainable.safetensors").write_bytes(b"x")
-    assert resolve_init_path(str(run)) == run / "step-000009" / "trainable.safetensors"  # newest step
+        (run / step / "meta.json").write_text('{"step": 1}')
+    (run / "config.yaml").write_text("data: {}\n")
+    assert resolve_init_weights(run) == run / "step-000009" / "trainable.safetensors"  # newest step
     (run / "best").write_text("step-000004\n")  # a pointer file
-    assert resolve_init_path(str(run)) == run / "step-000004" / "trainable.safetensors"
-    assert resolve_init_path(str(run / "step-000009")) == run / "step-000009" / "trainable.safetensors"
-    assert resolve_init_path(str(run / "step-000009" / "trainable.safetensors")).name == "trainable.safetensors"
+    assert resolve_init_weights(run) == run / "step-000004" / "trainable.safetensors"
+    assert resolve_init_weights(run / "step-000009") == run / "step-000009" / "trainable.safetensors"
+    assert resolve_init_weights(run / "step-000009" / "trainable.safetensors").name == "trainable.safetensors"
     with pytest.raises(CheckpointError, match="no such file or directory"):
-        resolve_init_path(str(tmp_path / "missing"))
+        resolve_init_weights(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="found no trainable.safetensors"):
-        resolve_init_path(str(tmp_path / "empty"))
-
-
-def test_stage2_rejects_mismatched_or_corrupt_stage1(make_cfg, tiny_batch, tmp_path: Path) -> None:
-    run_dir = tmp_path / "stage1"
-    _stage1_run(make_cfg, tiny_batch, run_dir)
-    with pytest.raises(CheckpointError, match=r"stage-1 weights do not match this model \(missing .*promptbook\.prompt"):
-        build_model(make_cfg("model.stage=2", f"model.init_from={run_dir}", "model.promptbook.mode=static"))
-    corrupt = tmp_path / "corrupt.safetensors"
-    corrupt.write_bytes(b"\x00\x01garbage")
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        build_model(make_cfg("model.stage=2", f"model.init_from={corrupt}"))
+    with pytest.raises(CheckpointError, match=r"model\.init_from: .*not a checkpoint or run folder"):
+        resolve_init_weights(tmp_path / "empty")
 
 
 def test_unloadable_llm_names_the_option(make_cfg, tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mrg.errors import ConfigError
-from mrg.model.build import build_model
 from mrg.model.llm import R2GENGPT_TEMPLATE, build_template, load_tokenizer
 from mrg.model.random_models import materialize
+from tests.builders import build_model, with_tokens
 
 
 def _tokenizer(spec: str = "random:llama"):
@@ -102,7 +102,7 @@ def test_gradient_checkpointing_still_reaches_the_inputs(make_cfg, tiny_batch) -
         attention = model.llm.model.model.layers[0].self_attn
         calls[name] = 0
         attention.register_forward_hook(lambda *args, name=name: calls.__setitem__(name, calls[name] + 1))
-        model(tiny_batch).loss.backward()
+        model(with_tokens(model, tiny_batch)).loss.backward()
     assert calls == {"plain": 1, "ckpt": 2}  # the checkpointed layer ran again in the backward pass
     assert ckpt.promptbook.prompt.grad is not None
     assert torch.allclose(plain.promptbook.prompt.grad, ckpt.promptbook.prompt.grad, atol=1e-6)

@@ -9,16 +9,24 @@ import torch.nn.functional as F
 from mrg.config import GenerateConfig
 from mrg.data.dataset import ReportDataset, collate_studies
 from mrg.errors import CheckpointError, ConfigError
-from mrg.model.build import build_model
 from mrg.model.report_model import IGNORE_INDEX
+from tests.builders import build_model, with_tokens
 
 GREEDY = GenerateConfig(strategy="greedy", min_new_tokens=1, max_new_tokens=6)
+
+
+def _tokens(model, reports):
+    """(report ids, mask, number of target tokens) as the collate step makes them."""
+    from mrg.data.dataset import report_tensors
+
+    out = report_tensors(model.tokenizer, reports, model.max_report_tokens)
+    return out["report_ids"], out["report_mask"], out["num_target_tokens"]
 
 
 def _labels_and_embeds(model, batch):
     visual, token_mask = model.visual_tokens(batch)
     prompt = model.promptbook(visual, token_mask)
-    ids, mask, num = model.tokenize_reports(batch["reports"])
+    ids, mask, num = _tokens(model, batch["reports"])
     embeds, attn, labels, moved = model.assemble(visual, token_mask, prompt, ids, mask)
     return embeds, attn, labels, ids, mask, num, moved
 
@@ -44,7 +52,7 @@ def test_layout_and_labels(make_cfg, tiny_batch) -> None:
 def test_loss_is_cross_entropy_on_report_tokens_only(make_cfg, tiny_batch) -> None:
     model = build_model(make_cfg()).eval()
     with torch.no_grad():
-        out = model(tiny_batch)
+        out = model(with_tokens(model, tiny_batch))
         embeds, attn, labels, *_ = _labels_and_embeds(model, tiny_batch)
         logits = model.llm.model(inputs_embeds=embeds, attention_mask=attn.long()).logits  # full, with the padding mask
     reference = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
@@ -54,7 +62,7 @@ def test_loss_is_cross_entropy_on_report_tokens_only(make_cfg, tiny_batch) -> No
 
 def test_long_report_keeps_its_eos(make_cfg, tiny_batch) -> None:
     model = build_model(make_cfg("model.max_report_tokens=5"))
-    ids, mask, num = model.tokenize_reports(["the heart size is normal . the lungs are clear .", "clear ."])
+    ids, mask, num = _tokens(model, ["the heart size is normal . the lungs are clear .", "clear ."])
     eos = model.tokenizer.eos_token_id
     assert ids.shape == (2, 5) and num == 5 + 3
     assert ids[0, -1] == eos and ids[0, :-1].ne(eos).all()  # cut to 4 report tokens + EOS
@@ -72,8 +80,8 @@ def test_concat_views_squeeze_out_padded_tokens(make_cfg, tiny_batch) -> None:
         assert attn[row, : lengths[row]].all() and not attn[row, lengths[row] :].any()  # contiguous, right-padded
         assert (labels[row] != IGNORE_INDEX).sum() == mask[row].sum()
     with torch.no_grad():
-        out = model(tiny_batch)
-        single = model({k: v[1:2] if torch.is_tensor(v) else v[1:2] for k, v in tiny_batch.items()})
+        out = model(with_tokens(model, tiny_batch))
+        single = model(with_tokens(model, {k: v[1:2] if torch.is_tensor(v) else v[1:2] for k, v in tiny_batch.items()}))
         logits = model.llm.model(inputs_embeds=embeds[1:2, : lengths[1]]).logits
     reference = F.cross_entropy(logits[0, :-1], labels[1, 1 : lengths[1]], ignore_index=IGNORE_INDEX)
     assert torch.allclose(single.loss, reference, atol=1e-5)
@@ -87,7 +95,7 @@ def test_loss_falls_for_every_variant(make_cfg, tiny_batch, mode: str) -> None:
     optimizer = torch.optim.Adam(params, lr=1e-2)
     losses = []
     for _ in range(20):
-        loss = model(tiny_batch).loss
+        loss = model(with_tokens(model, tiny_batch)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -171,7 +179,7 @@ def test_trains_on_a_prepared_dataset(make_cfg, tiny_prepared) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_studies)
     batch = next(iter(loader))
     assert batch["view_mask"].tolist() == [[True, False], [True, True], [True, False], [True, True]]
-    out = model(batch)
+    out = model(with_tokens(model, batch))
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.projector.proj.weight.grad is not None
     model.eval()
@@ -205,7 +213,7 @@ def test_batchnorm_statistics_are_part_of_the_trained_state(make_cfg, tiny_batch
     model.train()
     optimizer = torch.optim.SGD([p for _, p in model.trainable_named_parameters()], lr=0.1)
     for _ in range(3):
-        model(tiny_batch).loss.backward()
+        model(with_tokens(model, tiny_batch)).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     assert any(not torch.equal(before[n], b) for n, b in model.running_statistics())
@@ -221,11 +229,11 @@ def test_batchnorm_statistics_are_part_of_the_trained_state(make_cfg, tiny_batch
 
 def test_without_visual_tokens_the_image_reaches_the_llm_only_through_the_prompt(make_cfg, tiny_batch) -> None:
     """The ablation model.visual_tokens=false: no visual tokens in the input; a customised prompt still sees the image."""
-    with_tokens = build_model(make_cfg("model.promptbook.mode=prompt-wise"))
+    visual_model = build_model(make_cfg("model.promptbook.mode=prompt-wise"))
     without = build_model(make_cfg("model.promptbook.mode=prompt-wise", "model.visual_tokens=false"))
-    visual, mask = with_tokens.visual_tokens(tiny_batch)
-    prompt = with_tokens.promptbook(visual, mask)
-    full, *_ = with_tokens.assemble(visual, mask, prompt)
+    visual, mask = visual_model.visual_tokens(tiny_batch)
+    prompt = visual_model.promptbook(visual, mask)
+    full, *_ = visual_model.assemble(visual, mask, prompt)
     bare, *_ = without.assemble(visual, mask, prompt)
     assert full.shape[1] - bare.shape[1] == visual.shape[1]  # exactly the M visual tokens are left out
 
@@ -234,16 +242,16 @@ def test_without_visual_tokens_the_image_reaches_the_llm_only_through_the_prompt
     other = dict(tiny_batch, pixel_values=torch.flip(tiny_batch["pixel_values"], dims=[0]))
     without.eval()
     with torch.no_grad():
-        assert torch.allclose(without(tiny_batch).loss, without(dict(other, reports=tiny_batch["reports"])).loss)
+        assert torch.allclose(without(with_tokens(without, tiny_batch)).loss, without(with_tokens(without, dict(other, reports=tiny_batch["reports"]))).loss)
     without.train()
     optimizer = torch.optim.Adam([p for _, p in without.trainable_named_parameters()], lr=1e-2)
     for _ in range(5):
-        without(tiny_batch).loss.backward()
+        without(with_tokens(without, tiny_batch)).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     without.eval()
     with torch.no_grad():
-        assert not torch.allclose(without(tiny_batch).loss, without(dict(other, reports=tiny_batch["reports"])).loss)
+        assert not torch.allclose(without(with_tokens(without, tiny_batch)).loss, without(with_tokens(without, dict(other, reports=tiny_batch["reports"]))).loss)
 
 
 def test_without_visual_tokens_needs_a_customised_prompt(make_cfg) -> None:

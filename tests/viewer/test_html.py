@@ -14,10 +14,10 @@ from PIL import Image
 
 from mrg.data.chexpert import OBSERVATIONS
 from mrg.errors import DataError
-from mrg.report import Series, build_report, discover, line_chart
-from mrg.report.charts import nice_ticks
-from mrg.report.inputs import read_metrics_csv
-from tests.report.conftest import (
+from mrg.viewer import Series, build_report, discover, line_chart
+from mrg.viewer.charts import nice_ticks
+from mrg.viewer.inputs import read_metrics_csv
+from tests.viewer.conftest import (
     BEST_STEP,
     METRICS,
     PAIRS,
@@ -202,7 +202,7 @@ def test_chart_edge_cases() -> None:
 
 
 def _parse_fragment(fragment: str) -> Node:
-    from tests.report.conftest import TreeBuilder
+    from tests.viewer.conftest import TreeBuilder
 
     builder = TreeBuilder()
     builder.feed(fragment)
@@ -426,7 +426,7 @@ def test_jpeg_thumbnails_and_damaged_jpeg(tmp_path: Path) -> None:
     import base64
     import io
 
-    from mrg.report.studies import thumbnail_data_uri
+    from mrg.viewer.studies import thumbnail_data_uri
 
     film = tmp_path / "film.jpg"
     Image.new("L", (1200, 1500), 128).save(film, quality=90)
@@ -447,7 +447,7 @@ def test_the_write_is_atomic(tmp_path: Path, eval_dir: Path, monkeypatch: pytest
     def broken(*args: object, **kwargs: object) -> str:
         raise DataError("rendering failed")
 
-    monkeypatch.setattr("mrg.report.build.render_page", broken)
+    monkeypatch.setattr("mrg.viewer.build.render_page", broken)
     with pytest.raises(DataError, match="rendering failed"):
         build_report([eval_dir], out)
     assert out.read_text(encoding="utf-8") == "previous report"
@@ -460,7 +460,7 @@ def test_the_write_is_atomic(tmp_path: Path, eval_dir: Path, monkeypatch: pytest
             raise OSError("disk full")
 
     monkeypatch.undo()
-    monkeypatch.setattr("mrg.report.build.write_text_atomic", fail_midway)
+    monkeypatch.setattr("mrg.viewer.build.write_text_atomic", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         build_report([eval_dir], out)
     assert out.read_text(encoding="utf-8") == "previous report"
@@ -482,7 +482,7 @@ def test_many_studies_stay_usable(tmp_path: Path) -> None:
 
 
 def test_rows_after_the_first_page_are_hidden_only_with_javascript(full_report: tuple[Node, Path]) -> None:
-    from mrg.report.html import PAGE_ROWS
+    from mrg.viewer.html import PAGE_ROWS
 
     page, _ = full_report
     head = page.find("head")
@@ -569,8 +569,8 @@ def test_browser_renders_and_scripts_sort_and_filter(tmp_path: Path, full_report
 
 @pytest.mark.slow
 def test_browser_pages_through_a_long_table(tmp_path: Path) -> None:
-    from mrg.report.html import PAGE_ROWS
-    from tests.report.conftest import make_dataset
+    from mrg.viewer.html import PAGE_ROWS
+    from tests.viewer.conftest import make_dataset
 
     browser = _chromium()
     if browser is None:

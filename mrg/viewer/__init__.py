@@ -13,8 +13,8 @@ Public API:
 
 from __future__ import annotations
 
-from mrg.report.build import ReportResult, build_report
-from mrg.report.charts import Series, line_chart
-from mrg.report.inputs import EvalInputs, ReportInputs, RunInputs, discover
+from mrg.viewer.build import ReportResult, build_report
+from mrg.viewer.charts import Series, line_chart
+from mrg.viewer.inputs import EvalInputs, ReportInputs, RunInputs, discover
 
 __all__ = ["EvalInputs", "ReportInputs", "ReportResult", "RunInputs", "Series", "build_report", "discover", "line_chart"]

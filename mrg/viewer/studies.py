@@ -21,7 +21,7 @@ from typing import Any
 
 from mrg.data.chexpert import OBSERVATIONS, POSITIVE
 from mrg.errors import DataError
-from mrg.report.inputs import label_columns, parse_label
+from mrg.viewer.inputs import label_columns, parse_label
 
 # Per-item score columns shown in the table, in this order, when present (others are left out: the tp/fp/fn
 # counts behind the micro scores mean little per study).

@@ -17,9 +17,9 @@ from importlib import resources
 from typing import Any
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
-from mrg.report.charts import Series, format_number, line_chart
-from mrg.report.inputs import EvalInputs, RunInputs
-from mrg.report.studies import StudyRow, StudyTable
+from mrg.viewer.charts import Series, format_number, line_chart
+from mrg.viewer.inputs import EvalInputs, RunInputs
+from mrg.viewer.studies import StudyRow, StudyTable
 
 CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -85,7 +85,7 @@ _MAX_VAL_FALLBACK = 6
 
 
 def _asset(name: str) -> str:
-    return resources.files("mrg.report").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("mrg.viewer").joinpath(name).read_text(encoding="utf-8")
 
 
 def e(value: Any) -> str:
@@ -644,7 +644,7 @@ def render_page(
 
     Args:
         title: the page title.
-        runs, evaluations: what ``mrg.report.inputs.discover`` read.
+        runs, evaluations: what ``mrg.viewer.inputs.discover`` read.
         tables: per-study tables, each with the index of the evaluation it belongs to (None for a run's
             validation predictions).
         generated: when the page was made (UTC, ISO 8601).

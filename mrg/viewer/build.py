@@ -31,9 +31,9 @@ import mrg
 from mrg.errors import DataError
 from mrg.files import read_json, read_jsonl, write_text_atomic
 from mrg.provenance import utc_now
-from mrg.report.html import render_page
-from mrg.report.inputs import EvalInputs, ReportInputs, RunInputs, discover, validation_predictions_path
-from mrg.report.studies import StudyTable, attach_thumbnails, build_rows
+from mrg.viewer.html import render_page
+from mrg.viewer.inputs import EvalInputs, ReportInputs, RunInputs, discover, validation_predictions_path
+from mrg.viewer.studies import StudyTable, attach_thumbnails, build_rows
 
 DEFAULT_THUMBNAIL_SIZE = 96
 DEFAULT_MAX_VIEWS = 2

@@ -2,7 +2,7 @@
 
 The folders follow the formats of ``mrg train`` (``mrg/trainer.py``, ``mrg/checkpoint.py``), ``mrg generate``
 (the predictions' ``.meta.json`` sidecar) and ``mrg evaluate`` (``mrg/evaluate.py``): small, but with every
-field the report reads. ``tests/report/test_html.py`` also builds them with the real commands once.
+field the report reads. ``tests/viewer/test_html.py`` also builds them with the real commands once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``mrg train-lm``: train a small domain causal LM (and its BPE tokenizer) on a dataset's reports.
+"""The in-project domain LM (``mrg train-lm``): a small causal LM and BPE tokenizer trained on a dataset's reports.
 
 The result is a Hugging Face folder (``save_pretrained``) that ``mrg train`` loads by path exactly
 like a hub LLM, frozen. It is the demo's language model (no pretrained LLM can be downloaded here)
@@ -20,7 +20,6 @@ context is given: the visual tokens and the customised prompt have to supply it.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -40,6 +39,7 @@ from mrg.errors import DataError, OutputDirError
 from mrg.files import read_json, write_json_atomic
 from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, label_reports
 from mrg.model.llm import build_template
+from mrg.optim import adamw, warmup_cosine
 from mrg.provenance import provenance
 
 STAMP_NAME = "lm.json"
@@ -265,36 +265,29 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
             tie_word_embeddings=True,
         )
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    # weight decay on matrices only: biases, norms and the (tied) embedding table are exempt
+    no_decay = {n for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)}
+    optimizer = adamw(model.named_parameters(), no_decay=no_decay, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                      what="the domain LM")
+    scheduler = warmup_cosine(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=0.01)
 
     losses: list[float] = []
     model.train()
     with make_progress() as progress:
         task = progress.add_task("train-lm", total=cfg.steps)
-        for step in range(cfg.steps):
+        for _ in range(cfg.steps):
             batch = [rng.randrange(len(seqs.inputs)) for _ in range(cfg.batch_size)]
             # context dropout: some sequences show the report with an empty image slot
             rows = [bare if rng.random() < cfg.context_dropout else seqs for _ in batch]
             inputs = _pad([r.inputs[i] for r, i in zip(rows, batch, strict=True)], tokenizer.pad_token_id)
             targets = _pad([r.labels[i] for r, i in zip(rows, batch, strict=True)], IGNORE_INDEX)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
             # right padding after the last real token cannot influence real positions: no mask needed
             loss = model(input_ids=inputs, labels=targets).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            scheduler.step()
             losses.append(float(loss.detach()))
             progress.advance(task)
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from mrg.config import LMConfig
 from mrg.data.prepared import Study, prepare_output_dir, write_prepared_dataset
+from mrg.domain_lm import CONTEXT_TAGS, build_sequences, context_tags, train_report_lm
 from mrg.errors import DataError, OutputDirError
-from mrg.lm import CONTEXT_TAGS, build_sequences, context_tags, train_report_lm
 
 REPORTS = {
     "normal": "The heart is normal in size. The lungs are clear. No pleural effusion.",
@@ -87,7 +87,7 @@ def test_sequences_put_context_at_the_image_slot(trained) -> None:
 
 def test_report_model_builds_on_the_trained_lm(trained) -> None:
     from mrg.config import load_config
-    from mrg.model.build import build_model
+    from tests.builders import build_model, with_tokens
 
     data, result = trained
     cfg = load_config("tiny", [f"data.root={data}", f"model.llm.name_or_path={result.out_dir}"])
@@ -97,7 +97,7 @@ def test_report_model_builds_on_the_trained_lm(trained) -> None:
         "view_mask": torch.ones(2, 1, dtype=torch.bool),
         "reports": ["the heart is enlarged .", "the lungs are clear ."],
     }
-    out = model(batch)
+    out = model(with_tokens(model, batch))
     assert torch.isfinite(out.loss)
 
 

@@ -1,0 +1,76 @@
+"""Report-generation methods: a prepared dataset's studies as training data, report tokens in the batches.
+
+``ReportMethod`` gives a method the datasets (``mrg.data.dataset.ReportDataset`` of the train and val
+splits, normalised for its encoder) and the collate step (``ReportCollator``: report ids from the
+dataset's ``mrg prepare tokenize`` cache when it was made with the model's tokenizer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mrg.config import RunConfig
+from mrg.errors import MrgError
+from mrg.methods.base import Collate, Method, Stage
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset
+
+
+class ReportMethod(Method):
+    """A method whose model is a report generator over a prepared dataset (images + reports)."""
+
+    def datasets(self, cfg: RunConfig, stage: Stage, model: nn.Module, splits: Sequence[str]) -> dict[str, Dataset]:
+        from mrg.data.dataset import dataset_from_config
+        from mrg.data.prepared import load_prepared_dataset
+
+        # Fidelity to the protocol: model selection must never see the test split.
+        assert "test" not in splits, "training and validation never read the test split"
+        prepared = load_prepared_dataset(cfg.data.root)
+        settings = getattr(model, "image_settings", None)
+        return {split: dataset_from_config(cfg, split, image_settings=settings, prepared=prepared) for split in splits}
+
+    def split_dataset(self, cfg: RunConfig, stage: Stage, model: nn.Module, split: str) -> Dataset:
+        from mrg.data.dataset import dataset_from_config
+
+        return dataset_from_config(cfg, split, image_settings=getattr(model, "image_settings", None), augment=False)
+
+    def image_dataset(self, cfg: RunConfig, stage: Stage, model: nn.Module, studies: Sequence[Sequence[Path]],
+                      ids: Sequence[str]) -> Dataset:
+        from mrg.data.dataset import ImageFileDataset
+
+        settings = getattr(model, "image_settings", None)
+        return ImageFileDataset(studies, image_size=cfg.data.image_size, max_views=cfg.data.max_views, ids=ids,
+                                **(settings.kwargs() if settings is not None else {}))
+
+    def collate(self, cfg: RunConfig, stage: Stage, model: nn.Module, *, data_root: str | Path | None = None) -> Collate:
+        """Studies + report tokens; ids from the dataset's ``mrg prepare tokenize`` cache when it matches."""
+        from mrg.data.dataset import ReportCollator
+
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            from mrg.data.dataset import collate_studies
+
+            return collate_studies
+        token_ids = _cached_token_ids(cfg, tokenizer, data_root)
+        return ReportCollator(tokenizer, cfg.model.max_report_tokens, token_ids)
+
+
+def _cached_token_ids(cfg: RunConfig, tokenizer: Any, data_root: str | Path | None) -> dict[str, list[int]] | None:
+    """Training ids from the ``mrg prepare tokenize`` cache, when it matches the tokenizer and the cleaning."""
+    from mrg.data.prepared import load_prepared_dataset
+    from mrg.data.tokenize import find_token_cache, training_token_ids
+
+    root = Path(data_root or cfg.data.root)
+    try:
+        prepared = load_prepared_dataset(root)
+    except MrgError:
+        return None
+    if cfg.data.normalize not in ("auto", prepared.normalize):
+        return None  # the cache holds report_clean, cleaned with the dataset's own mode
+    cache = find_token_cache(root, tokenizer)
+    return training_token_ids(cache, tokenizer) if cache is not None else None
+

@@ -377,12 +377,19 @@ def prepare_texts(
     predictions: Sequence[str], references: Sequence[Sequence[str]], protocol: str, normalize: str,
     ref_max_tokens: int | None,
 ) -> Prepared:
-    """Normalise both sides per protocol and truncate references (``ref_max_tokens``)."""
+    """Normalise both sides per protocol and truncate references (``ref_max_tokens``).
+
+    An empty or whitespace-only prediction becomes ``""`` under every protocol, so it scores exactly as an
+    empty string does with pycocoevalcap's scorers (0 against any reference without empty tokens). R2Gen's
+    cleaner would turn it into ``" ."``, whose ``.`` then matches every full stop of the reference; R2Gen
+    itself never cleans its generations (it decodes token ids, and no tokens decode to ``""``).
+    """
+    predictions = [p if p.strip() else "" for p in predictions]
     if protocol == "r2gen":
         def clean(text: str) -> str:
             return " ".join(normalize_report(text, normalize).split())
 
-        preds = [clean(p) for p in predictions]
+        preds = [clean(p) if p else "" for p in predictions]
         refs = [[clean(r) for r in rs] for rs in references]
         label_preds, label_refs = preds, None
     elif protocol == "coco":
@@ -394,9 +401,9 @@ def prepare_texts(
         for rs in references:
             refs.append(flat[position : position + len(rs)])
             position += len(rs)
-        label_preds, label_refs = list(predictions), [rs[0] for rs in references]
+        label_preds, label_refs = predictions, [rs[0] for rs in references]
     else:
-        preds = list(predictions)
+        preds = predictions
         refs = [list(rs) for rs in references]
         label_preds, label_refs = preds, None
     truncated = 0
@@ -419,7 +426,8 @@ def describe_protocol(protocol: str, normalize: str) -> tuple[str, str]:
     """(normalisation, tokenization) in words."""
     if protocol == "r2gen":
         return (f"R2Gen cleaner '{normalize}' on both sides (mrg.data.text.normalize_report), tokens joined by "
-                "single spaces as R2Gen's tokenizer decodes them", "whitespace split (no PTB tokenizer)")
+                "single spaces as R2Gen's tokenizer decodes them; an empty prediction stays empty (the cleaner "
+                "alone would make it ' .')", "whitespace split (no PTB tokenizer)")
     if protocol == "coco":
         return ("none before tokenization", "Stanford PTB tokenizer on both sides, lower-cased, punctuation removed "
                 "(COCO caption protocol, as pycocoevalcap's PTBTokenizer)")

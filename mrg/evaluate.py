@@ -202,7 +202,8 @@ def read_text_file(path: str | Path, *, role: str) -> TextFile:
                 raise DataError(f"{path}:{lineno}: {len(row)} columns; R2Gen's res.csv/gts.csv have one (quote texts with commas)")
             add(str(index), row[0] if row else "", lineno, "text")
     if not out.texts:
-        raise DataError(f"--{role} {path}: no entries")
+        what = "is empty" if not data.strip() else "holds no entries"
+        raise DataError(f"--{role} {path}: the file {what}; give the {role} of the test set, one per id")
     return out
 
 
@@ -273,6 +274,13 @@ def load_eval_set(
             )
     if references is not None:
         ref_file = read_text_file(references, role="references")
+        if pred_file.kind == ref_file.kind == "r2gen-csv" and len(pred_file.texts) != len(ref_file.texts):
+            # headerless CSVs pair by row number: say so, rather than list ids that are only row numbers
+            raise DataError(
+                f"--predictions {pred_file.path} has {len(pred_file.texts)} rows but --references {ref_file.path} has "
+                f"{len(ref_file.texts)}; R2Gen's res.csv and gts.csv pair row by row, so both must come from the same "
+                "test run"
+            )
         ref_texts = ref_file.texts
         sources.update(references=str(ref_file.path), references_format=ref_file.kind,
                        references_sha256=sha256_file(ref_file.path))

@@ -51,6 +51,8 @@ def archive_kind(archive: Path) -> str:
     archive = Path(archive)
     if not archive.is_file():
         raise ArchiveError(f"{archive}: archive not found; check the path or download it again")
+    if archive.stat().st_size == 0:
+        raise ArchiveError(f"{archive}: the file is empty (0 bytes), not an archive; delete it and download again")
     if zipfile.is_zipfile(archive):
         return "zip"
     name = archive.name.lower()

@@ -93,6 +93,10 @@ def prepare_output_dir(out_dir: Path, source: dict[str, Any], *, force: bool) ->
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputDirError(f"--out {out_dir}: exists and is not a directory; choose another --out")
     existing = list(out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing == [marker] and not stamp.exists():
+        # claimed by a run that failed (bad input, a kill) before it wrote anything: nothing to protect or resume
+        marker.unlink()
+        existing = []
     previous: dict[str, Any] | None = None
     if stamp.is_file():
         previous = read_json(stamp).get("source")

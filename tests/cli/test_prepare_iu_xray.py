@@ -509,6 +509,15 @@ def test_out_dir_from_another_source_or_protocol(iu_env, run_cli, tmp_path: Path
     assert _read(out, "prepare.json")["protocol"]["section"] == "impression"
 
 
+def test_a_run_that_failed_on_bad_input_does_not_block_the_corrected_one(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", tmp_path / "typo.tgz", "--skip-images"),
+                   f"--source {tmp_path / 'typo.tgz'}: not found")
+    _assert_no_output(out)
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--skip-images")
+    assert result.exit_code == 0, result.output  # no --force needed: the failed run had written nothing
+
+
 def test_help_lists_every_option(run_cli) -> None:
     result = run_cli("prepare", "iu-xray", "--help")
     assert result.exit_code == 0

@@ -199,6 +199,40 @@ def test_local_source_and_annotation_import(release: SyntheticRelease, tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"train": [', "annotation.json: invalid JSON at line 1, column 12: Expecting value"),
+        (b"", "annotation.json: invalid JSON at line 1, column 1: Expecting value"),
+        (b"\xff\xfe{}", "annotation.json: not UTF-8 text"),
+        (b"[1, 2]", "annotation.json: expected R2Gen's {\"train\": [...], \"val\": [...], \"test\": [...]}, found list"),
+        (b'{"training": []}', "found training"),
+        (b'{"train": {"id": "a"}}', "annotation.json: 'train' must be a list of entries"),
+        (b'{"train": [{"id": "a", "report": "ok"}]}', "train[0]: an entry needs 'id', 'report' and 'image_path'"),
+        (b'{"train": [{"id": "a", "report": "ok", "image_path": ["x.jpg"]}], "test": [{"id": "a", "report": "ok", '
+         b'"image_path": ["y.jpg"]}]}', "annotation.json: test[0]: id a appears twice; ids must be unique"),
+    ],
+)
+def test_bad_annotation_file(tmp_path: Path, run_cli, content: bytes, needle: str) -> None:
+    bad = tmp_path / "bad" / "annotation.json"
+    bad.parent.mkdir()
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    result = run_cli("prepare", "mimic-cxr", "--out", out, "--from-annotation", bad, "--skip-images")
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert needle in line and str(bad) in line, line
+    assert "Traceback" not in result.output
+    assert not (out / "prepare.json").exists() and not (out / "annotation.json").exists()
+    good = tmp_path / "good" / "annotation.json"  # the corrected file goes into the same --out, no --force needed
+    good.parent.mkdir()
+    good.write_text(json.dumps({"train": [{"id": "a", "report": "No effusion.", "image_path": ["p10/a.jpg"]}],
+                                "val": [], "test": []}))
+    again = run_cli("prepare", "mimic-cxr", "--out", out, "--from-annotation", good, "--skip-images")
+    assert again.exit_code == 0, again.output
+    assert (out / "prepare.json").is_file()
+
+
+@pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["--unit", "patient"], "--unit"),

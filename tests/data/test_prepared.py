@@ -81,6 +81,16 @@ def test_interrupted_run_resumes_and_is_not_loadable(tmp_path: Path) -> None:
     assert prepare_output_dir(out, SOURCE, force=False) == "resume"
 
 
+def test_a_claim_with_nothing_written_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    prepare_output_dir(out, SOURCE, force=False)  # a run that failed on bad input right after claiming the folder
+    assert prepare_output_dir(out, {"kind": "test", "n": 4}, force=False) == "fresh"
+    assert json.loads((out / MARKER_NAME).read_text())["source"] == {"kind": "test", "n": 4}
+    (out / "images").mkdir()  # once anything is written, another source needs --force
+    with pytest.raises(OutputDirError, match="--force"):
+        prepare_output_dir(out, SOURCE, force=False)
+
+
 def test_writer_rejects_bad_entries(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     prepare_output_dir(out, SOURCE, force=False)

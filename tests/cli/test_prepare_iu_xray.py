@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -516,6 +517,141 @@ def test_a_run_that_failed_on_bad_input_does_not_block_the_corrected_one(iu_env,
     _assert_no_output(out)
     result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--skip-images")
     assert result.exit_code == 0, result.output  # no --force needed: the failed run had written nothing
+
+
+# ------------------------------------------------------------------------------------- kill -9 and rerun
+
+# Runs mrg in a child process that, at the point named by MRG_TEST_KILL_AT, says so (a file) and waits to be
+# killed: the test then sends SIGKILL from outside, so no clean-up handler of mrg runs.
+KILL_HOOK = """
+import os, pathlib, sys, time
+
+point = os.environ.get("MRG_TEST_KILL_AT", "")
+ready = pathlib.Path(os.environ.get("MRG_TEST_READY", "/nonexistent"))
+
+
+def wait_for_the_kill():
+    ready.write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+if point.startswith("download:"):  # after the first chunk of this .part file reached the disk
+    import mrg.data.download as download
+
+    part, advance = pathlib.Path(point.split(":", 1)[1]), download._Display.advance
+
+    def advance_then_stop(self, count):
+        advance(self, count)
+        if part.is_file() and part.stat().st_size > 0:
+            wait_for_the_kill()
+
+    download._Display.advance = advance_then_stop
+elif point.startswith("replace:"):  # a finished temporary file, before its N-th rename to a name under DIR
+    _, n, folder = point.split(":", 2)
+    real_replace, calls = os.replace, []
+
+    def replace_then_stop(src, dst, *args, **kwargs):
+        if str(dst).startswith(folder):
+            calls.append(dst)
+            if len(calls) == int(n):
+                wait_for_the_kill()
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace_then_stop
+
+from mrg.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def _mrg_child(tmp_path: Path, args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess | int:
+    """Run ``mrg ARGS`` in a child process; with ``kill_at``, SIGKILL it there and return its exit status."""
+    import os
+    import signal
+    import sys
+    import time
+
+    hook = tmp_path / "kill_hook.py"
+    hook.write_text(KILL_HOOK)
+    ready = tmp_path / f"ready-{time.monotonic_ns()}"
+    env = {**os.environ, "MRG_TEST_READY": str(ready)}
+    env.pop("MRG_TEST_KILL_AT", None)
+    if kill_at is None:
+        return subprocess.run([sys.executable, str(hook), *args], env=env, capture_output=True, text=True, timeout=120)
+    env["MRG_TEST_KILL_AT"] = kill_at
+    child = subprocess.Popen([sys.executable, str(hook), *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"the child never reached {kill_at}: {child.communicate()[0]}")
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=30)
+    return child.returncode
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``; prepare.json without what describes the run rather than the data."""
+    digests = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.name == "prepare.json":
+            record = json.loads(data)
+            record.pop("provenance")  # time and command line
+            record["images"].pop("written", None)  # how many files this run wrote (a resumed run keeps some)
+            data = json.dumps(record, sort_keys=True).encode()
+        digests[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def _download_args(iu_env, out: Path, cache: Path, *extra: str) -> list[str]:
+    return ["prepare", "iu-xray", "--out", str(out), "--cache-dir", str(cache),
+            "--base-url", iu_env.server.url("imgs/collections"), *extra]
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_image_download_then_rerun(iu_env, tmp_path: Path) -> None:
+    import random
+
+    filler = random.Random(0).randbytes(3 << 20)  # > 1 MiB, so the kill lands after the first chunk, mid-transfer
+    big = make_tgz(tmp_path / "big" / "NLMCXR_png.tgz", {**iu_env.archives.png_bytes, "zz/filler.bin": filler})
+    iu_env.server.add(PNG_PATH, big.read_bytes())
+    out, cache = tmp_path / "iu", tmp_path / "cache"
+    part = cache / "NLMCXR_png.tgz.part"
+    assert _mrg_child(tmp_path, _download_args(iu_env, out, cache), kill_at=f"download:{part}") == -9
+    killed_at = part.stat().st_size
+    assert 0 < killed_at < big.stat().st_size
+    assert not (cache / "NLMCXR_png.tgz").exists()  # only a verified download gets the final name
+    assert not (out / "prepare.json").exists()
+
+    rerun = _mrg_child(tmp_path, _download_args(iu_env, out, cache))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert iu_env.server.requests_for(PNG_PATH)[-1]["range"] == f"bytes={killed_at}-"  # resumed, not restarted
+    assert not part.exists() and (cache / "NLMCXR_png.tgz").read_bytes() == big.read_bytes()
+    clean = _mrg_child(tmp_path, _download_args(iu_env, tmp_path / "clean", tmp_path / "clean-cache"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert _tree_digest(out) == _tree_digest(tmp_path / "clean")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "nth"), [("images", 3), ("annotation.json", 1)])
+def test_kill_9_during_prepare_then_rerun(iu_env, tmp_path: Path, target: str, nth: int) -> None:
+    out, cache = tmp_path / "iu", tmp_path / "cache"
+    args = _download_args(iu_env, out, cache, "--image-size", "16", "--workers", "1")
+    assert _mrg_child(tmp_path, args, kill_at=f"replace:{nth}:{out / target}") == -9
+    assert not (out / "prepare.json").exists()
+    assert [p.name for p in out.rglob(".*.tmp")], "the kill should leave a temporary file behind"
+    rerun = _mrg_child(tmp_path, args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not list(out.rglob("*.tmp"))  # the killed run's temporaries are swept on resume
+    clean = _mrg_child(tmp_path, _download_args(iu_env, tmp_path / "clean", cache, "--image-size", "16",
+                                                "--workers", "1"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert _tree_digest(out) == _tree_digest(tmp_path / "clean")
 
 
 def test_help_lists_every_option(run_cli) -> None:

@@ -397,7 +397,7 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
         if isinstance(source, str):
             image_file = source
         else:  # archive bytes: load_image reads files, so the member goes to a temporary file first
-            fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.png", dir=first.parent)
+            fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.tmp", dir=first.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(source)
             image_file = tmp_src

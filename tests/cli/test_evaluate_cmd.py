@@ -160,3 +160,28 @@ def test_java_missing_is_one_line(run_cli, tmp_path: Path, monkeypatch: pytest.M
     line = _one_error_line(result)
     assert "METEOR needs Java" in line and "apt-get install default-jre-headless" in line and "--no-meteor" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_jvm_killed_on_every_try_is_one_line_and_writes_nothing(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   python_executable: str) -> None:
+    import mrg.metrics.meteor as meteor_module
+
+    # a stand-in for the jar that loads (answers the start-up probe) and then dies on the first real segment
+    fake = tmp_path / "fake_meteor.py"
+    fake.write_text("import os, signal, sys\n"
+                    "for number, line in enumerate(sys.stdin):\n"
+                    "    if number == 0:\n"
+                    "        print(' '.join(['1.0'] * 23), flush=True)\n"
+                    "    else:\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text(f"#!/bin/sh\nexec {python_executable} {fake} \"$@\"\n")
+    java.chmod(0o755)
+    monkeypatch.setattr(meteor_module, "_SINGLETON", None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    result = run_cli("evaluate", "-p", _pairs(tmp_path), "-o", tmp_path / "out", "--no-clinical",
+                     env={"PATH": str(java.parent)})
+    line = _one_error_line(result)
+    assert "METEOR's Java process failed 2 times: was killed (SIGKILL); was killed (SIGKILL)" in line and "--no-meteor" in line
+    assert not (tmp_path / "out").exists()

@@ -101,6 +101,9 @@ def test_a_killed_jvm_is_restarted_and_the_call_still_answers(meteor_scorer, cor
     assert set(others) <= set(meteor_scorer.pids)  # the healthy JVMs were kept warm
     assert len(result.item_scores) == 1500
     assert meteor_from_stats(aggregable(result.stats).sum(axis=0)) == pytest.approx(result.score, abs=1e-12)
+    uninterrupted = meteor_scorer.score(preds, refs)  # never a wrong score: the retried call equals a clean one
+    assert result.score == uninterrupted.score
+    assert result.item_scores.tolist() == uninterrupted.item_scores.tolist()
 
 
 def _fake_java(folder: Path, body: str) -> None:

@@ -66,6 +66,37 @@ def test_download_r2gen_protocol(release: SyntheticRelease, server: PhysioNetSer
     assert again.exit_code == 0 and "already prepared" in _flat(again.stdout)
 
 
+def test_credentials_never_appear_in_output_records_or_files(release: SyntheticRelease, server: PhysioNetServer,
+                                                             tmp_path: Path, run_cli) -> None:
+    import base64
+    import os
+    import subprocess
+    import sys
+    import urllib.parse
+
+    wrong = PASSWORD + "-but-wrong"
+    secrets = (USER, PASSWORD, wrong, urllib.parse.quote(PASSWORD, safe=""),
+               *(base64.b64encode(f"{USER}:{pw}".encode()).decode() for pw in (PASSWORD, wrong)))
+    outputs = []
+    result = run_cli(*_download_args(server, tmp_path), env=GOOD)
+    assert result.exit_code == 0, result.output
+    outputs.append(result.output)
+    record = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert record["source"]["base_url"] == server.base_url  # the config record keeps the URL, never who fetched it
+    # failures name URLs and files; with MRG_DEBUG=1 they print a traceback: still no credential in any of it
+    env = {**os.environ, **GOOD, "MRG_DEBUG": "1", "HOME": str(tmp_path / "home")}
+    zip_path = "/files/mimic-cxr/2.1.0/mimic-cxr-reports.zip"
+    server.replace[zip_path] = b"PK\x05\x06" + b"\0" * 18
+    (tmp_path / "cache" / "physionet" / "mimic-cxr" / "2.1.0" / "mimic-cxr-reports.zip").unlink()
+    for extra_env in ({}, {"PHYSIONET_PASSWORD": wrong}):
+        failed = subprocess.run([sys.executable, "-m", "mrg", *_download_args(server, tmp_path, "--force")],
+                                env={**env, **extra_env}, capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1 and "Traceback" in failed.stderr, failed.stderr
+        outputs.append(failed.stdout + failed.stderr)
+    assert any("ChecksumError" in text for text in outputs) and any("AuthError" in text for text in outputs)
+    assert_no_secret(secrets, texts=tuple(outputs), folders=(tmp_path,))
+
+
 def test_wrong_password(server: PhysioNetServer, tmp_path: Path, run_cli) -> None:
     result = run_cli(*_download_args(server, tmp_path), env={"PHYSIONET_USERNAME": USER, "PHYSIONET_PASSWORD": "wrong-pw-123"})
     assert result.exit_code == 1

@@ -307,6 +307,15 @@ def test_empty_archives(run_cli, tmp_path: Path) -> None:
         _assert_no_output(out)
 
 
+def test_a_web_page_saved_under_the_archive_name(run_cli, tmp_path: Path) -> None:
+    page = tmp_path / "NLMCXR_reports.tgz"
+    page.write_bytes(b"<!DOCTYPE html>\n<html><head><title>Service unavailable</title></head></html>\n")
+    out = tmp_path / "iu"
+    _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", page, "--skip-images"),
+                   f"{page}: is a web page or XML document, not an archive", "delete it and download again")
+    _assert_no_output(out)
+
+
 def test_zip_where_a_tgz_is_expected(run_cli, tmp_path: Path) -> None:
     import zipfile
 

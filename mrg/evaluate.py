@@ -202,7 +202,8 @@ def read_text_file(path: str | Path, *, role: str) -> TextFile:
                 raise DataError(f"{path}:{lineno}: {len(row)} columns; R2Gen's res.csv/gts.csv have one (quote texts with commas)")
             add(str(index), row[0] if row else "", lineno, "text")
     if not out.texts:
-        raise DataError(f"--{role} {path}: no entries")
+        what = "is empty" if not data.strip() else "holds no entries"
+        raise DataError(f"--{role} {path}: the file {what}; give the {role} of the test set, one per id")
     return out
 
 
@@ -273,6 +274,13 @@ def load_eval_set(
             )
     if references is not None:
         ref_file = read_text_file(references, role="references")
+        if pred_file.kind == ref_file.kind == "r2gen-csv" and len(pred_file.texts) != len(ref_file.texts):
+            # headerless CSVs pair by row number: say so, rather than list ids that are only row numbers
+            raise DataError(
+                f"--predictions {pred_file.path} has {len(pred_file.texts)} rows but --references {ref_file.path} has "
+                f"{len(ref_file.texts)}; R2Gen's res.csv and gts.csv pair row by row, so both must come from the same "
+                "test run"
+            )
         ref_texts = ref_file.texts
         sources.update(references=str(ref_file.path), references_format=ref_file.kind,
                        references_sha256=sha256_file(ref_file.path))
@@ -373,12 +381,19 @@ def prepare_texts(
     predictions: Sequence[str], references: Sequence[Sequence[str]], protocol: str, normalize: str,
     ref_max_tokens: int | None,
 ) -> Prepared:
-    """Normalise both sides per protocol and truncate references (``ref_max_tokens``)."""
+    """Normalise both sides per protocol and truncate references (``ref_max_tokens``).
+
+    An empty or whitespace-only prediction becomes ``""`` under every protocol, so it scores exactly as an
+    empty string does with pycocoevalcap's scorers (0 against any reference without empty tokens). R2Gen's
+    cleaner would turn it into ``" ."``, whose ``.`` then matches every full stop of the reference; R2Gen
+    itself never cleans its generations (it decodes token ids, and no tokens decode to ``""``).
+    """
+    predictions = [p if p.strip() else "" for p in predictions]
     if protocol == "r2gen":
         def clean(text: str) -> str:
             return " ".join(normalize_report(text, normalize).split())
 
-        preds = [clean(p) for p in predictions]
+        preds = [clean(p) if p else "" for p in predictions]
         refs = [[clean(r) for r in rs] for rs in references]
         label_preds, label_refs = preds, None
     elif protocol == "coco":
@@ -390,9 +405,9 @@ def prepare_texts(
         for rs in references:
             refs.append(flat[position : position + len(rs)])
             position += len(rs)
-        label_preds, label_refs = list(predictions), [rs[0] for rs in references]
+        label_preds, label_refs = predictions, [rs[0] for rs in references]
     else:
-        preds = list(predictions)
+        preds = predictions
         refs = [list(rs) for rs in references]
         label_preds, label_refs = preds, None
     truncated = 0
@@ -415,7 +430,8 @@ def describe_protocol(protocol: str, normalize: str) -> tuple[str, str]:
     """(normalisation, tokenization) in words."""
     if protocol == "r2gen":
         return (f"R2Gen cleaner '{normalize}' on both sides (mrg.data.text.normalize_report), tokens joined by "
-                "single spaces as R2Gen's tokenizer decodes them", "whitespace split (no PTB tokenizer)")
+                "single spaces as R2Gen's tokenizer decodes them; an empty prediction stays empty (the cleaner "
+                "alone would make it ' .')", "whitespace split (no PTB tokenizer)")
     if protocol == "coco":
         return ("none before tokenization", "Stanford PTB tokenizer on both sides, lower-cased, punctuation removed "
                 "(COCO caption protocol, as pycocoevalcap's PTBTokenizer)")

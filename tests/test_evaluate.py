@@ -26,6 +26,7 @@ SENTENCES = [
     "Degenerative changes of the spine.", "Low lung volumes with bibasilar atelectasis.",
 ]
 NO_METEOR = EvalConfig(meteor=False)
+NLG_SCORES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
 java = pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime")
 
 
@@ -244,6 +245,74 @@ def test_empty_predictions_score_zero_with_a_warning(tmp_path: Path, pair, capsy
     assert report.record["protocol"]["empty_predictions"] == 10
     assert report.scores.items["bleu_4"][0] == pytest.approx(0.0, abs=1e-6)
     assert report.scores.items["rouge_l"][0] == 0.0 and report.scores.items["cider"][0] == 0.0
+
+
+# -------------------------------------------------------------------------------- empty predictions
+
+EMPTY_LIKE = ["", " ", "   ", "\n", "\t \r\n "]
+RAW_SENTENCES = [
+    "The heart size is normal.", "Lungs: clear, no effusion!", "1. No pneumothorax. 2. Stable mediastinum.",
+    "Mild cardiomegaly (unchanged) ; x-XXXX noted.", "No focal consolidation... ", "Degenerative changes/spine.",
+    "Small LEFT pleural effusion? Likely.", "Low lung volumes [bibasilar] atelectasis.", "T12 compression - old.",
+]
+
+
+@pytest.mark.parametrize("protocol", ["r2gen", "raw", pytest.param("coco", marks=[java, pytest.mark.java])])
+def test_empty_and_whitespace_predictions_score_as_empty_under_every_protocol(tmp_path: Path, protocol: str) -> None:
+    ids = [f"s{i}" for i in range(16)]
+    refs = _reports(3, 16)
+    preds = EMPTY_LIKE + _reports(4, 16)[len(EMPTY_LIKE):]
+    cfg = dataclasses.replace(NO_METEOR, protocol=protocol, clinical=False)
+    prepared = prepare_texts(preds, [[r] for r in refs], protocol, "r2gen-iu", None)
+    assert prepared.predictions[: len(EMPTY_LIKE)] == [""] * len(EMPTY_LIKE)
+    report = run_evaluation(write_jsonl(tmp_path / "p.jsonl", ids, preds, refs), tmp_path / "out", cfg)
+    assert report.record["protocol"]["empty_predictions"] == len(EMPTY_LIKE)
+    for index in range(len(EMPTY_LIKE)):
+        for key in ("bleu_1", "bleu_4", "rouge_l", "cider"):
+            assert report.scores.items[key][index] == pytest.approx(0.0, abs=1e-12), (key, index)
+    # whitespace-only scores exactly like "", and the corpus is what pycocoevalcap gives with "" predictions
+    as_empty = ["" if not p.strip() else p for p in preds]
+    empty_run = run_evaluation(write_jsonl(tmp_path / "e.jsonl", ids, as_empty, refs), tmp_path / "out2", cfg)
+    assert {k: report.record[k] for k in NLG_SCORES} == {k: empty_run.record[k] for k in NLG_SCORES}
+    expected = coco(prepared.predictions, [rs[0] for rs in prepared.references])
+    for key, value in expected.items():
+        assert report.record[key] == pytest.approx(value, abs=1e-9), key
+    all_empty = run_evaluation(write_jsonl(tmp_path / "a.jsonl", ids, [""] * 16, refs), tmp_path / "out3", cfg)
+    assert all(all_empty.record[key] == pytest.approx(0.0, abs=1e-12) for key in NLG_SCORES)
+
+
+def test_the_r2gen_cleaner_alone_would_score_an_empty_prediction() -> None:
+    # what the fix avoids: the cleaner makes " ." of "", and that "." matches the reference's full stops
+    assert normalize_report("", "r2gen-iu").split() == ["."]
+    reference = r2gen_clean("The heart is normal. The lungs are clear.")
+    assert coco(["."], [reference])["rouge_l"] > 0.1
+    prepared = prepare_texts(["", " "], [[reference], [reference]], "r2gen", "r2gen-iu", None)
+    assert prepared.predictions == ["", ""]
+    assert coco(prepared.predictions, [reference, reference])["rouge_l"] == 0.0
+
+
+def clean_corpus(seed: int, n: int, empty_every: int) -> tuple[list[str], list[str]]:
+    """An already R2Gen-clean corpus: R2Gen-cleaned raw reports, and every ``empty_every``-th prediction empty."""
+    rng = random.Random(seed)
+
+    def raw() -> str:
+        return " ".join(rng.choice(RAW_SENTENCES) for _ in range(rng.randint(1, 5)))
+
+    refs = [r2gen_clean(raw()) for _ in range(n)]
+    preds = ["" if i % empty_every == 0 else r2gen_clean(raw()) for i in range(n)]
+    return preds, refs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_r2gen_protocol_equals_pycocoevalcap_on_already_clean_text(seed: int) -> None:
+    preds, refs = clean_corpus(seed, 30 + 7 * seed, empty_every=3 + seed % 3)
+    assert "" in preds
+    prepared = prepare_texts(preds, [[r] for r in refs], "r2gen", "r2gen-iu", None)
+    assert prepared.predictions == preds and [rs[0] for rs in prepared.references] == refs  # nothing to change
+    scorer = make_scorer(dataclasses.replace(NO_METEOR, clinical=False), "r2gen-iu")
+    ours = scorer(preds, refs)
+    for key, value in coco(preds, refs).items():  # pycocoevalcap called as R2Gen calls it: {i: [text]}
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_java_missing_fails_before_writing(tmp_path: Path, pair, monkeypatch: pytest.MonkeyPatch) -> None:

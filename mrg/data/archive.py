@@ -51,8 +51,15 @@ def archive_kind(archive: Path) -> str:
     archive = Path(archive)
     if not archive.is_file():
         raise ArchiveError(f"{archive}: archive not found; check the path or download it again")
+    if archive.stat().st_size == 0:
+        raise ArchiveError(f"{archive}: the file is empty (0 bytes), not an archive; delete it and download again")
     if zipfile.is_zipfile(archive):
         return "zip"
+    with open(archive, "rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    if head.startswith((b"\xef\xbb\xbf", b"<!doctype html", b"<html", b"<?xml")):  # (a BOM starts text, too)
+        raise ArchiveError(f"{archive}: is a web page or XML document, not an archive (the server sent an error or "
+                           "login page instead of the file); delete it and download again")
     name = archive.name.lower()
     if name.endswith(".zip"):
         raise ArchiveError(f"{archive}: truncated or corrupt zip archive (no central directory); delete it and download again")

@@ -15,6 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from mrg.errors import DataError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+UNREADABLE_FIX = "; re-download or remove the file"
+"""The end of ``load_image``'s message for an unreadable file (callers that know a better fix replace it)."""
 
 
 def _is_dicom(path: Path) -> bool:
@@ -28,6 +30,19 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _dicom_problem(path: Path, err: Exception) -> str:
+    """One line saying why pydicom could not give the pixels (its messages can span several lines)."""
+    message = str(err)
+    if "missing dependencies" in message:
+        # compressed pixel data without a decoder: pydicom lists each plugin's requirements on its own line
+        syntax = message.split("'")[1] if message.count("'") >= 2 else "compressed"
+        options = [line.split(" - requires ", 1)[1].strip() for line in message.splitlines() if " - requires " in line]
+        fix = f"install a decoder ({'; or '.join(options)})" if options else "install a pydicom pixel-data plugin"
+        return (f"{path}: the DICOM pixel data is compressed as {syntax}, which this Python cannot decode; {fix}, "
+                "or convert the file to uncompressed DICOM or PNG")
+    return f"{path}: not a readable DICOM image ({type(err).__name__}: {' '.join(message.split())})"
+
+
 def _load_dicom(path: Path) -> Image.Image:
     try:
         import pydicom
@@ -38,7 +53,7 @@ def _load_dicom(path: Path) -> Image.Image:
         ds = pydicom.dcmread(str(path))
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for bad files
-        raise DataError(f"{path}: not a readable DICOM image ({type(err).__name__}: {err})") from None
+        raise DataError(_dicom_problem(path, err)) from None
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):  # colour DICOM (rare for radiographs)
         return Image.fromarray(pixels[..., :3].astype(np.uint8)).convert("L")
     if pixels.ndim != 2:
@@ -73,8 +88,10 @@ def load_image(path: str | Path) -> Image.Image:
                 arr = (arr - low) / (high - low) * 255.0 if high > low else np.zeros_like(arr)
                 return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
             return img.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"{path}: not a readable image ({err}); re-download or remove the file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a PNG, JPEG or DICOM image (unrecognised content){UNREADABLE_FIX}") from None
+    except (OSError, SyntaxError) as err:
+        raise DataError(f"{path}: not a readable image ({err}){UNREADABLE_FIX}") from None
 
 
 def resize_keep_aspect(img: Image.Image, size: int) -> Image.Image:

@@ -93,6 +93,10 @@ def prepare_output_dir(out_dir: Path, source: dict[str, Any], *, force: bool) ->
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputDirError(f"--out {out_dir}: exists and is not a directory; choose another --out")
     existing = list(out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing == [marker] and not stamp.exists():
+        # claimed by a run that failed (bad input, a kill) before it wrote anything: nothing to protect or resume
+        marker.unlink()
+        existing = []
     previous: dict[str, Any] | None = None
     if stamp.is_file():
         previous = read_json(stamp).get("source")
@@ -122,8 +126,22 @@ def prepare_output_dir(out_dir: Path, source: dict[str, Any], *, force: bool) ->
                     path.unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     state: DirState = "resume" if marker.is_file() or stamp.exists() else "fresh"
+    if state == "resume":
+        _remove_temporaries(out_dir)
     write_json_atomic(marker, {"source": source})
     return state
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the ``.<name>.<random>.tmp`` files of atomic writes that a killed run (``kill -9``) left behind.
+
+    Every file mrg writes into a dataset goes through such a temporary and a rename, so these are never part
+    of a finished file; without the sweep they would stay in ``images/`` forever.
+    """
+    for dirpath, _dirnames, filenames in os.walk(out_dir):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                Path(dirpath, name).unlink(missing_ok=True)
 
 
 def _describe_difference(previous: dict[str, Any], current: dict[str, Any]) -> str:

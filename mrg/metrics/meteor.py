@@ -37,6 +37,7 @@ import atexit
 import collections
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -223,8 +224,11 @@ class _JvmProcess:
                 return None
             if batch is None:
                 self._lines.put(None)  # keep reporting end-of-file
-                code = self.proc.poll()
-                raise _JvmFailure(f"exited (code {code})" if code is not None else "closed its output", self)
+                try:  # the end of its output usually comes a moment before the process can be reaped
+                    code = self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
+                raise _JvmFailure(_describe_exit(code), self)
             self._pending.extend(batch)
         return self._pending.popleft().decode("utf-8", "replace").strip()
 
@@ -276,6 +280,19 @@ class _JvmProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - a kill that does not take
             pass
+
+
+def _describe_exit(code: int | None) -> str:
+    """How a JVM that stopped answering ended, in words (a negative code is the signal that killed it)."""
+    if code is None:
+        return "closed its output"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed ({name})"
+    return f"exited (code {code})"
 
 
 _PROBE = b"SCORE ||| ready ||| ready\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -106,6 +107,50 @@ def test_missing_predictions_file(run_cli, tmp_path: Path) -> None:
     assert "nope.jsonl: file not found" in line
 
 
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b'{"id": "s0", "prediction": "a", "reference": "b"}\n{"id": "s1", "prediction": "a"\n',
+         r"preds\.jsonl:2: invalid JSON \(Expecting ',' delimiter\); each line must be one JSON object"),
+        (b"", r"--predictions .*preds\.jsonl: the file is empty"),
+        (b"\n  \n\n", r"--predictions .*preds\.jsonl: the file is empty"),
+        (b'{"id": "s0", "prediction": 3, "reference": "b"}\n', r"preds\.jsonl:1: 'prediction' must be a string"),
+    ],
+)
+def test_malformed_and_empty_prediction_files(run_cli, tmp_path: Path, content: bytes, pattern: str) -> None:
+    import re
+
+    path = tmp_path / "preds.jsonl"
+    path.write_bytes(content)
+    line = _one_error_line(run_cli("evaluate", "-p", path, "-o", tmp_path / "out", "--no-meteor"))
+    assert re.search(pattern, line), line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("res_rows", "gts_rows"), [(5, 4), (4, 5)])
+def test_r2gen_csvs_of_different_lengths(run_cli, tmp_path: Path, res_rows: int, gts_rows: int) -> None:
+    (tmp_path / "res.csv").write_text("".join(f"{p}\n" for p in PREDS[:res_rows]), encoding="utf-8")
+    (tmp_path / "gts.csv").write_text("".join(f"{r}\n" for r in REFS[:gts_rows]), encoding="utf-8")
+    line = _one_error_line(run_cli("evaluate", "-p", tmp_path / "res.csv", "-o", tmp_path / "out", "--no-meteor"))
+    assert f"res.csv has {res_rows} rows but --references {tmp_path / 'gts.csv'} has {gts_rows}" in line
+    assert "pair row by row" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_predictions_are_counted_not_an_error(run_cli, tmp_path: Path) -> None:
+    rows = [{"id": f"s{i}", "prediction": "" if i < 2 else p, "reference": r}
+            for i, (p, r) in enumerate(zip(PREDS, REFS, strict=True))]
+    rows[1]["prediction"] = "  \n "
+    result = run_cli("evaluate", "-p", _write(tmp_path / "p.jsonl", rows), "-o", tmp_path / "out", "--no-meteor")
+    assert result.exit_code == 0, result.output
+    assert "2 of 5 predictions are empty" in " ".join(result.stderr.split())
+    with open(tmp_path / "out" / "per_sample.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["prediction"], r["empty_prediction"]) for r in rows[:3]] == [("s0", "", "1"), ("s1", "", "1"),
+                                                                                    ("s2", PREDS[2], "0")]
+    assert float(rows[1]["rouge_l"]) == 0.0 and float(rows[1]["cider"]) == 0.0
+
+
 def test_java_missing_is_one_line(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mrg.metrics.meteor as meteor_module
 
@@ -114,4 +159,29 @@ def test_java_missing_is_one_line(run_cli, tmp_path: Path, monkeypatch: pytest.M
     result = run_cli("evaluate", "-p", _pairs(tmp_path), "-o", tmp_path / "out", env={"PATH": str(tmp_path)})
     line = _one_error_line(result)
     assert "METEOR needs Java" in line and "apt-get install default-jre-headless" in line and "--no-meteor" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_jvm_killed_on_every_try_is_one_line_and_writes_nothing(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   python_executable: str) -> None:
+    import mrg.metrics.meteor as meteor_module
+
+    # a stand-in for the jar that loads (answers the start-up probe) and then dies on the first real segment
+    fake = tmp_path / "fake_meteor.py"
+    fake.write_text("import os, signal, sys\n"
+                    "for number, line in enumerate(sys.stdin):\n"
+                    "    if number == 0:\n"
+                    "        print(' '.join(['1.0'] * 23), flush=True)\n"
+                    "    else:\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text(f"#!/bin/sh\nexec {python_executable} {fake} \"$@\"\n")
+    java.chmod(0o755)
+    monkeypatch.setattr(meteor_module, "_SINGLETON", None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    result = run_cli("evaluate", "-p", _pairs(tmp_path), "-o", tmp_path / "out", "--no-clinical",
+                     env={"PATH": str(java.parent)})
+    line = _one_error_line(result)
+    assert "METEOR's Java process failed 2 times: was killed (SIGKILL); was killed (SIGKILL)" in line and "--no-meteor" in line
     assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -249,6 +250,131 @@ def test_symlink_member(iu_env, run_cli, tmp_path: Path) -> None:
     _assert_failed(result, "is a link")
 
 
+def _special_member(kind: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo("CXR2_IM-0002-1001.png" if kind == "hard link" else f"{kind.replace(' ', '_')}.png")
+    if kind == "hard link":
+        info.type, info.linkname = tarfile.LNKTYPE, "../../etc/passwd"
+    elif kind == "device":
+        info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    else:
+        info.type = tarfile.FIFOTYPE
+    return info
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("absolute", "has an absolute path; refusing to extract this archive"),
+        ("hard link", "member 'CXR2_IM-0002-1001.png' is a link (to '../../etc/passwd'); refusing to extract"),
+        ("device", "member 'device.png' is a device or special file; refusing to extract this archive"),
+        ("fifo", "member 'fifo.png' is a device or special file; refusing to extract this archive"),
+    ],
+)
+def test_absolute_hard_link_and_device_members(iu_env, run_cli, tmp_path: Path, kind: str, needle: str) -> None:
+    pngs = dict(iu_env.archives.png_bytes)
+    extra = []
+    outside = tmp_path / "evil.png"
+    if kind == "absolute":
+        pngs[str(outside)] = b"x"
+    else:
+        extra.append(_special_member(kind))
+    evil = make_tgz(tmp_path / "png" / "NLMCXR_png.tgz", pngs, extra=extra)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", evil)
+    _assert_failed(result, str(evil), needle)
+    _assert_no_output(out)
+    assert not outside.exists()
+    # images placed before the bad member stay (each written atomically); the folder is marked unfinished
+    assert (out / ".mrg-prepare.json").is_file()
+    assert not any(p.is_symlink() or (p.is_file() and p.stat().st_nlink > 1) for p in out.rglob("*"))
+
+
+def test_empty_archives(run_cli, tmp_path: Path) -> None:
+    import zipfile
+
+    zero = tmp_path / "zero" / "NLMCXR_reports.tgz"
+    zero.parent.mkdir()
+    zero.write_bytes(b"")
+    empty_tgz = make_tgz(tmp_path / "tgz" / "NLMCXR_reports.tgz", {})
+    empty_zip = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty_zip, "w").close()
+    expected = {zero: f"{zero}: the file is empty (0 bytes), not an archive; delete it and download again",
+                empty_tgz: f"--source {empty_tgz}: the archive holds no files",
+                empty_zip: f"--source {empty_zip}: the archive holds no files"}
+    for path, needle in expected.items():
+        out = tmp_path / f"out-{path.parent.name}-{path.suffix}"
+        _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", path, "--skip-images"), needle)
+        _assert_no_output(out)
+
+
+def test_a_web_page_saved_under_the_archive_name(run_cli, tmp_path: Path) -> None:
+    page = tmp_path / "NLMCXR_reports.tgz"
+    page.write_bytes(b"<!DOCTYPE html>\n<html><head><title>Service unavailable</title></head></html>\n")
+    out = tmp_path / "iu"
+    _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", page, "--skip-images"),
+                   f"{page}: is a web page or XML document, not an archive", "delete it and download again")
+    _assert_no_output(out)
+
+
+def test_zip_where_a_tgz_is_expected(run_cli, tmp_path: Path) -> None:
+    import zipfile
+
+    # the format is read from the content, not the name: a zip of the same reports gives the same dataset
+    reports = default_reports()
+    tgz = make_tgz(tmp_path / "tgz" / "NLMCXR_reports.tgz",
+                   {f"ecgen-radiology/{r.uid}.xml": openi_xml(r).encode() for r in reports})
+    disguised = tmp_path / "zip" / "NLMCXR_reports.tgz"
+    disguised.parent.mkdir()
+    with zipfile.ZipFile(disguised, "w") as zf:
+        for r in reports:
+            zf.writestr(f"ecgen-radiology/{r.uid}.xml", openi_xml(r))
+    for name, source in (("a", tgz), ("b", disguised)):
+        result = run_cli("prepare", "iu-xray", "--out", tmp_path / name, "--source", source, "--skip-images")
+        assert result.exit_code == 0, result.output
+    assert _read(tmp_path / "a", "annotation.json") == _read(tmp_path / "b", "annotation.json")
+    # a zip of something else (here MIMIC-CXR-style reports) under the Open-i name is refused by its content
+    other = tmp_path / "other" / "NLMCXR_reports.tgz"
+    other.parent.mkdir()
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("files/p10/p10000032/s50414267.txt", "FINDINGS: none.")
+    out = tmp_path / "o"
+    _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", other, "--skip-images"),
+                   f"--source {other}: this archive holds neither Open-i XML reports nor PNG images")
+    _assert_no_output(out)
+
+
+def test_non_utf8_xml(run_cli, tmp_path: Path) -> None:
+    files = {f"ecgen-radiology/{r.uid}.xml": openi_xml(r).encode() for r in default_reports()}
+    files["ecgen-radiology/2.xml"] = files["ecgen-radiology/2.xml"].replace(
+        b"The heart is normal", "The heart is normal caf\u00e9".encode("latin-1"))  # declares utf-8, holds latin-1
+    tgz = make_tgz(tmp_path / "NLMCXR_reports.tgz", files)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", tgz, "--skip-images")
+    _assert_failed(result, f"{tgz}:ecgen-radiology/2.xml: not UTF-8 text (byte 0xe9 at line 19,", "re-encoded")
+    _assert_no_output(out)
+
+
+def test_xml_without_findings_or_impression_is_skipped_and_counted(run_cli, tmp_path: Path) -> None:
+    import re
+
+    files = {f"ecgen-radiology/{r.uid}.xml": openi_xml(r) for r in default_reports()}
+    files["ecgen-radiology/2.xml"] = re.sub(r"<Abstract>.*</Abstract>", "<Abstract/>", files["ecgen-radiology/2.xml"])
+    tgz = make_tgz(tmp_path / "NLMCXR_reports.tgz", {k: v.encode() for k, v in files.items()})
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", tgz, "--skip-images")
+    assert result.exit_code == 0, result.output
+    assert "CXR2_IM-0002" not in {s["id"] for s in _studies(out)}  # R2Gen drops a report without findings too
+    assert _read(out, "prepare.json")["protocol"]["excluded"]["empty_section"] == 2
+    assert "2 with an empty findings section" in " ".join(result.stdout.split())
+    for section in ("findings", "impression"):
+        none = make_tgz(tmp_path / section / "NLMCXR_reports.tgz",
+                        {"ecgen-radiology/1.xml": re.sub(r"<Abstract>.*</Abstract>", "", files["ecgen-radiology/1.xml"]).encode()})
+        result = run_cli("prepare", "iu-xray", "--out", tmp_path / f"none-{section}", "--source", none, "--skip-images",
+                         "--split", "random", "--section", section)
+        _assert_failed(result, f"no report has a non-empty {section} section")
+        _assert_no_output(tmp_path / f"none-{section}")
+
+
 def test_malformed_xml(run_cli, tmp_path: Path) -> None:
     files = {f"ecgen-radiology/{r.uid}.xml": openi_xml(r).encode() for r in default_reports()}
     files["ecgen-radiology/3.xml"] = files["ecgen-radiology/3.xml"][:-40]
@@ -278,6 +404,68 @@ def test_unreadable_image(iu_env, run_cli, tmp_path: Path) -> None:
     result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", folder)
     _assert_failed(result, str(folder / "CXR6_IM-0006-1001.png"), "not a readable PNG")
     _assert_no_output(out)
+
+
+def _noise_png(mode: str, seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    gray = rng.integers(0, 256, (32, 40), dtype=np.uint8)
+    if mode == "RGBA":
+        img = Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 90)]), "RGBA")
+    elif mode == "P":
+        img = Image.fromarray(gray).convert("P")
+    elif mode == "I;16":
+        img = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        img = Image.fromarray(gray)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("resize", [False, True])
+@pytest.mark.parametrize(
+    ("damage", "as_copied", "as_resized"),
+    [
+        ("text", "not a readable PNG image (unrecognised content)",
+         "not a PNG, JPEG or DICOM image (unrecognised content)"),
+        ("truncated", "not a readable PNG image (", "not a readable image (image file is truncated)"),
+    ],
+)
+def test_bad_image_in_the_archive(iu_env, run_cli, tmp_path: Path, damage: str, as_copied: str, as_resized: str,
+                                  resize: bool) -> None:
+    pngs = dict(iu_env.archives.png_bytes)
+    name = "CXR6_IM-0006-1001.png"
+    pngs[name] = b"this is a text file, not a PNG\n" if damage == "text" else _noise_png("L")[:600]
+    archive = make_tgz(tmp_path / "png" / "NLMCXR_png.tgz", pngs)
+    out = tmp_path / "iu"
+    args = ["prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", archive]
+    result = run_cli(*args, *(["--image-size", "16", "--workers", "1"] if resize else []))
+    _assert_failed(result, f"{archive}:{name}: " + (as_resized if resize else as_copied),
+                   "the image archive is damaged: delete it and download again")
+    _assert_no_output(out)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".src." in p.name]  # no temporary left
+
+
+def test_rgba_palette_and_16_bit_pngs_are_read_as_grayscale(iu_env, run_cli, tmp_path: Path) -> None:
+    pngs = dict(iu_env.archives.png_bytes)
+    odd = {"CXR2_IM-0002-1001.png": "RGBA", "CXR2_IM-0002-2001.png": "P", "CXR6_IM-0006-1001.png": "I;16"}
+    for name, mode in odd.items():
+        pngs[name] = _noise_png(mode)
+    archive = make_tgz(tmp_path / "png" / "NLMCXR_png.tgz", pngs)
+    out = tmp_path / "iu"
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--source", archive,
+                     "--image-size", "16", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    placed = {"CXR2_IM-0002-1001.png": out / "images/CXR2_IM-0002/0.png",
+              "CXR2_IM-0002-2001.png": out / "images/CXR2_IM-0002/1.png",
+              "CXR6_IM-0006-1001.png": out / "images/CXR6_IM-0006/0.png"}
+    for name, path in placed.items():
+        with Image.open(path) as img:
+            assert img.mode == "L" and img.size == (20, 16), name
 
 
 def test_empty_sections_are_skipped_and_all_empty_is_an_error(run_cli, tmp_path: Path) -> None:
@@ -329,6 +517,150 @@ def test_out_dir_from_another_source_or_protocol(iu_env, run_cli, tmp_path: Path
     forced = run_cli(*iu_env.args(out, "--skip-images", "--section", "impression", "--split", "random", "--force"))
     assert forced.exit_code == 0, forced.output
     assert _read(out, "prepare.json")["protocol"]["section"] == "impression"
+
+
+def test_a_run_that_failed_on_bad_input_does_not_block_the_corrected_one(iu_env, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "iu"
+    _assert_failed(run_cli("prepare", "iu-xray", "--out", out, "--source", tmp_path / "typo.tgz", "--skip-images"),
+                   f"--source {tmp_path / 'typo.tgz'}: not found")
+    _assert_no_output(out)
+    result = run_cli("prepare", "iu-xray", "--out", out, "--source", iu_env.archives.reports_tgz, "--skip-images")
+    assert result.exit_code == 0, result.output  # no --force needed: the failed run had written nothing
+
+
+# ------------------------------------------------------------------------------------- kill -9 and rerun
+
+# Runs mrg in a child process that, at the point named by MRG_TEST_KILL_AT, says so (a file) and waits to be
+# killed: the test then sends SIGKILL from outside, so no clean-up handler of mrg runs.
+KILL_HOOK = """
+import os, pathlib, sys, time
+
+point = os.environ.get("MRG_TEST_KILL_AT", "")
+ready = pathlib.Path(os.environ.get("MRG_TEST_READY", "/nonexistent"))
+
+
+def wait_for_the_kill():
+    ready.write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+if point.startswith("download:"):  # after the first chunk of this .part file reached the disk
+    import mrg.data.download as download
+
+    part, advance = pathlib.Path(point.split(":", 1)[1]), download._Display.advance
+
+    def advance_then_stop(self, count):
+        advance(self, count)
+        if part.is_file() and part.stat().st_size > 0:
+            wait_for_the_kill()
+
+    download._Display.advance = advance_then_stop
+elif point.startswith("replace:"):  # a finished temporary file, before its N-th rename to a name under DIR
+    _, n, folder = point.split(":", 2)
+    real_replace, calls = os.replace, []
+
+    def replace_then_stop(src, dst, *args, **kwargs):
+        if str(dst).startswith(folder):
+            calls.append(dst)
+            if len(calls) == int(n):
+                wait_for_the_kill()
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace_then_stop
+
+from mrg.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def _mrg_child(tmp_path: Path, args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess | int:
+    """Run ``mrg ARGS`` in a child process; with ``kill_at``, SIGKILL it there and return its exit status."""
+    import os
+    import signal
+    import sys
+    import time
+
+    hook = tmp_path / "kill_hook.py"
+    hook.write_text(KILL_HOOK)
+    ready = tmp_path / f"ready-{time.monotonic_ns()}"
+    env = {**os.environ, "MRG_TEST_READY": str(ready)}
+    env.pop("MRG_TEST_KILL_AT", None)
+    if kill_at is None:
+        return subprocess.run([sys.executable, str(hook), *args], env=env, capture_output=True, text=True, timeout=120)
+    env["MRG_TEST_KILL_AT"] = kill_at
+    child = subprocess.Popen([sys.executable, str(hook), *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"the child never reached {kill_at}: {child.communicate()[0]}")
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=30)
+    return child.returncode
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``; prepare.json without what describes the run rather than the data."""
+    digests = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.name == "prepare.json":
+            record = json.loads(data)
+            record.pop("provenance")  # time and command line
+            record["images"].pop("written", None)  # how many files this run wrote (a resumed run keeps some)
+            data = json.dumps(record, sort_keys=True).encode()
+        digests[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def _download_args(iu_env, out: Path, cache: Path, *extra: str) -> list[str]:
+    return ["prepare", "iu-xray", "--out", str(out), "--cache-dir", str(cache),
+            "--base-url", iu_env.server.url("imgs/collections"), *extra]
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_image_download_then_rerun(iu_env, tmp_path: Path) -> None:
+    import random
+
+    filler = random.Random(0).randbytes(3 << 20)  # > 1 MiB, so the kill lands after the first chunk, mid-transfer
+    big = make_tgz(tmp_path / "big" / "NLMCXR_png.tgz", {**iu_env.archives.png_bytes, "zz/filler.bin": filler})
+    iu_env.server.add(PNG_PATH, big.read_bytes())
+    out, cache = tmp_path / "iu", tmp_path / "cache"
+    part = cache / "NLMCXR_png.tgz.part"
+    assert _mrg_child(tmp_path, _download_args(iu_env, out, cache), kill_at=f"download:{part}") == -9
+    killed_at = part.stat().st_size
+    assert 0 < killed_at < big.stat().st_size
+    assert not (cache / "NLMCXR_png.tgz").exists()  # only a verified download gets the final name
+    assert not (out / "prepare.json").exists()
+
+    rerun = _mrg_child(tmp_path, _download_args(iu_env, out, cache))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert iu_env.server.requests_for(PNG_PATH)[-1]["range"] == f"bytes={killed_at}-"  # resumed, not restarted
+    assert not part.exists() and (cache / "NLMCXR_png.tgz").read_bytes() == big.read_bytes()
+    clean = _mrg_child(tmp_path, _download_args(iu_env, tmp_path / "clean", tmp_path / "clean-cache"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert _tree_digest(out) == _tree_digest(tmp_path / "clean")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "nth"), [("images", 3), ("annotation.json", 1)])
+def test_kill_9_during_prepare_then_rerun(iu_env, tmp_path: Path, target: str, nth: int) -> None:
+    out, cache = tmp_path / "iu", tmp_path / "cache"
+    args = _download_args(iu_env, out, cache, "--image-size", "16", "--workers", "1")
+    assert _mrg_child(tmp_path, args, kill_at=f"replace:{nth}:{out / target}") == -9
+    assert not (out / "prepare.json").exists()
+    assert [p.name for p in out.rglob(".*.tmp")], "the kill should leave a temporary file behind"
+    rerun = _mrg_child(tmp_path, args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not list(out.rglob("*.tmp"))  # the killed run's temporaries are swept on resume
+    clean = _mrg_child(tmp_path, _download_args(iu_env, tmp_path / "clean", cache, "--image-size", "16",
+                                                "--workers", "1"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert _tree_digest(out) == _tree_digest(tmp_path / "clean")
 
 
 def test_help_lists_every_option(run_cli) -> None:

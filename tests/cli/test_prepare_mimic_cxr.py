@@ -66,6 +66,37 @@ def test_download_r2gen_protocol(release: SyntheticRelease, server: PhysioNetSer
     assert again.exit_code == 0 and "already prepared" in _flat(again.stdout)
 
 
+def test_credentials_never_appear_in_output_records_or_files(release: SyntheticRelease, server: PhysioNetServer,
+                                                             tmp_path: Path, run_cli) -> None:
+    import base64
+    import os
+    import subprocess
+    import sys
+    import urllib.parse
+
+    wrong = PASSWORD + "-but-wrong"
+    secrets = (USER, PASSWORD, wrong, urllib.parse.quote(PASSWORD, safe=""),
+               *(base64.b64encode(f"{USER}:{pw}".encode()).decode() for pw in (PASSWORD, wrong)))
+    outputs = []
+    result = run_cli(*_download_args(server, tmp_path), env=GOOD)
+    assert result.exit_code == 0, result.output
+    outputs.append(result.output)
+    record = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert record["source"]["base_url"] == server.base_url  # the config record keeps the URL, never who fetched it
+    # failures name URLs and files; with MRG_DEBUG=1 they print a traceback: still no credential in any of it
+    env = {**os.environ, **GOOD, "MRG_DEBUG": "1", "HOME": str(tmp_path / "home")}
+    zip_path = "/files/mimic-cxr/2.1.0/mimic-cxr-reports.zip"
+    server.replace[zip_path] = b"PK\x05\x06" + b"\0" * 18
+    (tmp_path / "cache" / "physionet" / "mimic-cxr" / "2.1.0" / "mimic-cxr-reports.zip").unlink()
+    for extra_env in ({}, {"PHYSIONET_PASSWORD": wrong}):
+        failed = subprocess.run([sys.executable, "-m", "mrg", *_download_args(server, tmp_path, "--force")],
+                                env={**env, **extra_env}, capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1 and "Traceback" in failed.stderr, failed.stderr
+        outputs.append(failed.stdout + failed.stderr)
+    assert any("ChecksumError" in text for text in outputs) and any("AuthError" in text for text in outputs)
+    assert_no_secret(secrets, texts=tuple(outputs), folders=(tmp_path,))
+
+
 def test_wrong_password(server: PhysioNetServer, tmp_path: Path, run_cli) -> None:
     result = run_cli(*_download_args(server, tmp_path), env={"PHYSIONET_USERNAME": USER, "PHYSIONET_PASSWORD": "wrong-pw-123"})
     assert result.exit_code == 1
@@ -196,6 +227,40 @@ def test_local_source_and_annotation_import(release: SyntheticRelease, tmp_path:
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "imported" / name).read_bytes()
     record = json.loads((tmp_path / "imported" / "prepare.json").read_text())
     assert record["images"]["resized_to"] == 16 and record["source"]["mode"] == "r2gen-annotation"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"train": [', "annotation.json: invalid JSON at line 1, column 12: Expecting value"),
+        (b"", "annotation.json: invalid JSON at line 1, column 1: Expecting value"),
+        (b"\xff\xfe{}", "annotation.json: not UTF-8 text"),
+        (b"[1, 2]", "annotation.json: expected R2Gen's {\"train\": [...], \"val\": [...], \"test\": [...]}, found list"),
+        (b'{"training": []}', "found training"),
+        (b'{"train": {"id": "a"}}', "annotation.json: 'train' must be a list of entries"),
+        (b'{"train": [{"id": "a", "report": "ok"}]}', "train[0]: an entry needs 'id', 'report' and 'image_path'"),
+        (b'{"train": [{"id": "a", "report": "ok", "image_path": ["x.jpg"]}], "test": [{"id": "a", "report": "ok", '
+         b'"image_path": ["y.jpg"]}]}', "annotation.json: test[0]: id a appears twice; ids must be unique"),
+    ],
+)
+def test_bad_annotation_file(tmp_path: Path, run_cli, content: bytes, needle: str) -> None:
+    bad = tmp_path / "bad" / "annotation.json"
+    bad.parent.mkdir()
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    result = run_cli("prepare", "mimic-cxr", "--out", out, "--from-annotation", bad, "--skip-images")
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert needle in line and str(bad) in line, line
+    assert "Traceback" not in result.output
+    assert not (out / "prepare.json").exists() and not (out / "annotation.json").exists()
+    good = tmp_path / "good" / "annotation.json"  # the corrected file goes into the same --out, no --force needed
+    good.parent.mkdir()
+    good.write_text(json.dumps({"train": [{"id": "a", "report": "No effusion.", "image_path": ["p10/a.jpg"]}],
+                                "val": [], "test": []}))
+    again = run_cli("prepare", "mimic-cxr", "--out", out, "--from-annotation", good, "--skip-images")
+    assert again.exit_code == 0, again.output
+    assert (out / "prepare.json").is_file()
 
 
 @pytest.mark.parametrize(

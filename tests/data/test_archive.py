@@ -163,9 +163,19 @@ def test_truncation_anywhere_is_detected(tmp_path: Path) -> None:
 
 def test_garbage_and_corrupt_zip_are_detected(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tgz"
-    junk.write_bytes(b"<html>not an archive</html>" * 10)
+    junk.write_bytes(b"neither gzip nor tar, " * 40)
     with pytest.raises(ArchiveError, match="junk.tgz: truncated or corrupt"):
         safe_extract(junk, tmp_path / "o1")
+    for page in (b"  <!DOCTYPE html><html>Log in</html>", b"<html><body>503</body></html>", b"<?xml version='1.0'?><e/>"):
+        junk.write_bytes(page)
+        with pytest.raises(ArchiveError, match=r"junk\.tgz: is a web page or XML document, not an archive \(the server "
+                                               "sent an error or login page"):
+            safe_extract(junk, tmp_path / "o1")
+    empty = tmp_path / "empty.tgz"
+    empty.write_bytes(b"")
+    with pytest.raises(ArchiveError, match=r"empty\.tgz: the file is empty \(0 bytes\), not an archive"):
+        safe_extract(empty, tmp_path / "o1")
+    assert not (tmp_path / "o1").exists()
     path = tmp_path / "c.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.bin", os.urandom(50_000))

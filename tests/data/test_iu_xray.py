@@ -192,7 +192,8 @@ def test_missing_and_unreadable_images_are_named(tmp_path: Path) -> None:
     bad = make_tgz(tmp_path / "bad.tgz", {f"{k}.png": (b"garbage" if k == gone else v) for k, v in pngs.items()})
     with pytest.raises(DataError, match=rf"bad\.tgz:{gone}\.png: not a readable PNG.*delete it and download again"):
         place_images(tmp_path / "o2", studies, kind="archive", path=bad, size=None, workers=1, redo=False)
-    with pytest.raises(DataError, match=rf"{gone}\.png: not a readable image"):
+    with pytest.raises(DataError, match=rf"{gone}\.png: not a PNG, JPEG or DICOM image \(unrecognised content\); "
+                                        "the image archive is damaged"):
         place_images(tmp_path / "o3", studies, kind="archive", path=bad, size=16, workers=2, redo=False)
     folder = tmp_path / "folder"
     folder.mkdir()

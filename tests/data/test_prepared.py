@@ -81,6 +81,28 @@ def test_interrupted_run_resumes_and_is_not_loadable(tmp_path: Path) -> None:
     assert prepare_output_dir(out, SOURCE, force=False) == "resume"
 
 
+def test_resume_sweeps_the_temporaries_of_a_killed_run(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    prepare_output_dir(out, SOURCE, force=False)
+    (out / "images" / "s0").mkdir(parents=True)
+    (out / "images" / "s0" / "0.png").write_bytes(b"kept")
+    (out / "images" / "s0" / ".1.png.k3j2x9.tmp").write_bytes(b"half an image")
+    (out / ".annotation.json.a8f0q1.tmp").write_bytes(b"{")
+    assert prepare_output_dir(out, SOURCE, force=False) == "resume"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        MARKER_NAME, "images/s0/0.png"]
+
+
+def test_a_claim_with_nothing_written_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    prepare_output_dir(out, SOURCE, force=False)  # a run that failed on bad input right after claiming the folder
+    assert prepare_output_dir(out, {"kind": "test", "n": 4}, force=False) == "fresh"
+    assert json.loads((out / MARKER_NAME).read_text())["source"] == {"kind": "test", "n": 4}
+    (out / "images").mkdir()  # once anything is written, another source needs --force
+    with pytest.raises(OutputDirError, match="--force"):
+        prepare_output_dir(out, SOURCE, force=False)
+
+
 def test_writer_rejects_bad_entries(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     prepare_output_dir(out, SOURCE, force=False)

@@ -52,6 +52,24 @@ def test_newlines_and_separators_are_sanitised_on_both_sides(meteor_scorer, coco
 
 
 @pytest.mark.java
+def test_r2gen_protocol_equals_pycocoevalcap_on_already_clean_text(meteor_scorer, coco_meteor,
+                                                                     corpus_rng: random.Random, report_maker) -> None:
+    from mrg.config import EvalConfig
+    from mrg.evaluate import prepare_texts, score_texts
+
+    # report_maker's texts are R2Gen-clean (lower-case, " . " between sentences); some generations are empty
+    preds = ["" if i % 4 == 0 else report_maker(corpus_rng) for i in range(60)]
+    refs = [[report_maker(corpus_rng)] for _ in range(60)]
+    prepared = prepare_texts(preds, refs, "r2gen", "r2gen-iu", None)
+    assert prepared.predictions == preds and prepared.references == refs
+    ours = score_texts(prepared, EvalConfig(clinical=False), meteor_scorer)
+    theirs, theirs_items = coco_meteor_score(coco_meteor, preds, refs)
+    assert ours.metrics["meteor"] == pytest.approx(theirs, abs=1e-6)
+    assert ours.items["meteor"] == pytest.approx(list(theirs_items), abs=1e-6)
+    assert all(ours.items["meteor"][i] == 0.0 for i in range(0, 60, 4))
+
+
+@pytest.mark.java
 def test_python_aggregation_equals_the_jar(meteor_scorer, corpus_rng: random.Random, report_maker) -> None:
     preds = [report_maker(corpus_rng) for _ in range(120)]
     refs = [[report_maker(corpus_rng)] for _ in range(120)]
@@ -83,6 +101,9 @@ def test_a_killed_jvm_is_restarted_and_the_call_still_answers(meteor_scorer, cor
     assert set(others) <= set(meteor_scorer.pids)  # the healthy JVMs were kept warm
     assert len(result.item_scores) == 1500
     assert meteor_from_stats(aggregable(result.stats).sum(axis=0)) == pytest.approx(result.score, abs=1e-12)
+    uninterrupted = meteor_scorer.score(preds, refs)  # never a wrong score: the retried call equals a clean one
+    assert result.score == uninterrupted.score
+    assert result.item_scores.tolist() == uninterrupted.item_scores.tolist()
 
 
 def _fake_java(folder: Path, body: str) -> None:

@@ -75,6 +75,7 @@ R2GEN_ANNOTATION_IMAGES = 2
 """R2Gen's annotation.json lists the first two images of every IU study."""
 
 _NUMBER = re.compile(r"(\d+)")
+_XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
 # ------------------------------------------------------------------------------------------- XML reports
@@ -110,6 +111,17 @@ def parse_report_xml(data: bytes, name: str) -> IUReport:
     """
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:  # Open-i reports have none; refuse entity tricks
         raise DataError(f"{name}: XML with a DOCTYPE/ENTITY declaration is not an Open-i report; use the official archive")
+    declared = _XML_ENCODING.match(data)
+    if declared is None or declared.group(1).lower().replace(b"_", b"-") in (b"utf-8", b"utf8"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:  # expat would only say "not well-formed (invalid token)"
+            line = data.count(b"\n", 0, err.start) + 1
+            column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+            raise DataError(
+                f"{name}: not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}, column {column}), although an "
+                "Open-i report is UTF-8; the file is damaged or was re-encoded: use the official archive's copy"
+            ) from None
     try:
         root = ET.fromstring(data)
     except ET.ParseError as err:
@@ -339,7 +351,9 @@ def _verify_png_bytes(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:
+        return "unrecognised content"  # Pillow's own message names an in-memory buffer
+    except (OSError, SyntaxError, ValueError) as err:
         return str(err) or type(err).__name__
     return None
 
@@ -363,7 +377,7 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
     Runs in worker processes, so it returns an error message instead of raising; files are written
     atomically (a half-written image never exists under its final name).
     """
-    from mrg.data.images import load_image, resize_keep_aspect
+    from mrg.data.images import UNREADABLE_FIX, load_image, resize_keep_aspect
 
     if size is None:
         try:
@@ -383,14 +397,14 @@ def place_image(source: bytes | str, dests: list[str], size: int | None, label: 
         if isinstance(source, str):
             image_file = source
         else:  # archive bytes: load_image reads files, so the member goes to a temporary file first
-            fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.png", dir=first.parent)
+            fd, tmp_src = tempfile.mkstemp(prefix=f".{first.stem}.", suffix=".src.tmp", dir=first.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(source)
             image_file = tmp_src
         try:
             img = resize_keep_aspect(load_image(image_file), size)
         except DataError as err:
-            reason = str(err).split(": ", 1)[-1]
+            reason = str(err).split(": ", 1)[-1].removesuffix(UNREADABLE_FIX)  # the caller adds the right fix
             return f"{label}: {reason}"
         buffer = io.BytesIO()
         img.save(buffer, format="PNG")
@@ -532,10 +546,11 @@ class _Inputs:
     urls: dict[str, str] = field(default_factory=dict)
 
 
-def _first_member_suffix(archive: Path) -> str:
+def _first_member_suffix(archive: Path) -> str | None:
+    """The suffix of the archive's first file (``""`` for none), or None when the archive holds no file."""
     for name, _data in iter_archive_members(archive):
         return Path(name).suffix.lower()
-    return ""
+    return None
 
 
 def _has_png(folder: Path) -> bool:
@@ -556,6 +571,9 @@ def _classify_sources(paths: list[Path]) -> tuple[tuple[str, Path] | None, tuple
         if path.is_file():
             archive_kind(path)
             suffix = _first_member_suffix(path)
+            if suffix is None:
+                raise DataError(f"--source {path}: the archive holds no files; pass the complete NLMCXR_reports.tgz "
+                                "or NLMCXR_png.tgz (download it again if it came out empty)")
             if suffix == ".xml":
                 reports.append(("archive", path))
             elif suffix == ".png":

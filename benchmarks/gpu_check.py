@@ -1,6 +1,6 @@
 """GPU readiness check: bf16 training steps and greedy generation of MRG-LLM at ~1B scale, on one GPU.
 
-    python benchmarks/gpu_check.py                      # one recent NVIDIA GPU; about 2 minutes with the defaults
+    python benchmarks/gpu_check.py                      # one recent NVIDIA GPU; sized for under 5 minutes (untimed)
     python benchmarks/gpu_check.py --micro-batch 16 --gradient-checkpointing
     python benchmarks/gpu_check.py --llm-shape llama2-7b --encoder swin-b --micro-batch 6   # check docs/scaling.md
     python benchmarks/gpu_check.py --cpu-smoke          # the same code path, tiny models, CPU, seconds
@@ -607,6 +607,13 @@ def _fmt(value: Any, spec: str = ".3g", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def _count(n: int) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g} {suffix}"
+    return str(n)
+
+
 def print_report(r: dict[str, Any]) -> None:
     """The figures as aligned lines for people (the JSON line follows for machines)."""
     p, lay = r["params"], r["layout"]
@@ -615,9 +622,9 @@ def print_report(r: dict[str, Any]) -> None:
         ("device", f"{r['device']}" + (f", {r['device_memory_gib']:.1f} GiB" if r["device_memory_gib"] else "")),
         ("software", f"torch {r['torch']}, transformers {r['transformers']}, attention {r['attn_implementation']}"
                      f" (flash_attn {'installed' if r['flash_attn_installed'] else 'not installed'})"),
-        ("model", f"LLM {r['llm_shape']} ({r['llm_layers']} layers) {p['llm'] / 1e9:.3f} B frozen bf16; encoder {r['encoder']} "
-                  f"{p['encoder'] / 1e6:.1f} M + projector {p['projector'] / 1e6:.2f} M + promptbook {p['promptbook'] / 1e6:.2f} M "
-                  f"= {p['trainable'] / 1e6:.1f} M trainable"),
+        ("model", f"LLM {r['llm_shape']} ({r['llm_layers']} layers) {_count(p['llm'])} frozen bf16; encoder {r['encoder']} "
+                  f"{_count(p['encoder'])} + projector {_count(p['projector'])} + promptbook {_count(p['promptbook'])} "
+                  f"= {_count(p['trainable'])} trainable"),
         ("sequence", f"{lay['sequence_tokens']} tokens = visual {lay['visual_tokens']} + prompt {lay['prompt_tokens']} + "
                      f"template {lay['template_tokens']} + report {lay['report_tokens']}; logits at {lay['logit_positions']}"),
         ("build", f"{r['build_seconds']:.1f} s"),

@@ -5,7 +5,7 @@
     python benchmarks/gpu_check.py --llm-shape llama2-7b --encoder swin-b --micro-batch 6   # check docs/scaling.md
     python benchmarks/gpu_check.py --cpu-smoke          # the same code path, tiny models, CPU, seconds
 
-What runs: the report model of ``mrg.model.build.build_model`` with random weights: a ViT-B/16 (224 px,
+What runs: the report model of the ``mrg-llm`` method (``mrg.model.build.build_report_model``) with random weights: a ViT-B/16 (224 px,
 trainable, fp32 master weights), the linear projector, the promptbook-wise MRG-LLM promptbook (L = N = 8,
 H = 512) and a frozen random Llama in bf16 (``--llm-shape 1b``: hidden 2048, 16 layers, 16 heads with 4
 key/value heads (GQA), MLP 8192, vocabulary 32000: 1.10 B parameters). Attention is flash_attention_2 when
@@ -151,7 +151,7 @@ def build_model_and_batch(
 ) -> Workload:
     """THE ADAPTER: every call into mrg is in this function; the rest of the script is plain torch.
 
-    Builds the report model through mrg's config and ``build_model`` (the code path of ``mrg train``), a
+    Builds the report model through mrg's config and its method (``stage_model``: the code path of ``mrg train``), a
     micro-batch of ``micro_batch`` single-view studies with random pixels and reports long enough to be cut
     to ``report_tokens`` tokens (EOS included), and the closures of ``Workload``. Update this function when
     mrg's model-building or batch API changes.
@@ -159,8 +159,8 @@ def build_model_and_batch(
     import torch
 
     from mrg.config import GenerateConfig, load_config
-    from mrg.data.dataset import collate_studies
-    from mrg.model.build import build_model
+    from mrg.methods import get_method
+    from mrg.model.trainable import stage_model
 
     cfg = load_config(None, [
         f"model.encoder.name_or_path={encoder_spec}",
@@ -177,14 +177,16 @@ def build_model_and_batch(
         "data.max_views=1",
         "train.precision=bf16",
     ])
-    model = build_model(cfg).to(device)
+    method = get_method(cfg.model.method)
+    stage = method.stages[0]
+    model = stage_model(method, cfg, stage).to(device)
     report = " ".join(REPORT_WORDS[i % len(REPORT_WORDS)] for i in range(2 * report_tokens))
     generator = torch.Generator().manual_seed(0)
     items = [
         {"id": f"study-{i}", "pixel_values": torch.randn(1, 3, image_size, image_size, generator=generator), "report": report}
         for i in range(micro_batch)
     ]
-    batch = collate_studies(items)
+    batch = method.collate(cfg, stage, model)(items)  # studies + report tokens, as training batches are
     batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
     gen_cfg = {"strategy": "greedy", "repetition_penalty": 1.0}
 

@@ -655,9 +655,9 @@ def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: li
         for key, value in parse_overrides(overrides):
             _set_dotted(tree, key, value, cls, problems)
         cfg = _build_mixed(cls, tree, "", problems)
-        if not problems:
-            problems.extend(validate(cfg))
-        if not problems and isinstance(cfg, RunConfig) and method is not None and resolve_stages:
+        # a value that failed above stands at its default here, so the checks below still see a whole config
+        problems.extend(p for p in validate(cfg) if p not in problems)
+        if isinstance(cfg, RunConfig) and method is not None and resolve_stages:
             cfg, stage_problems = _resolve_stages(cfg, method)
             problems.extend(stage_problems)
     finally:

@@ -64,6 +64,7 @@ from mrg.runs import (
     METRICS_CSV_NAME,
     PROVENANCE_NAME,
     RNG_NAME,
+    is_run_folder,
     read_run_record,
     stage_dir,
     write_run_record,
@@ -147,6 +148,8 @@ class TrainRecipe:
                                  f"{method.name}")
         if not method.multi_stage and record is not None:
             raise OutputDirError(f"--out {self.run_dir}: holds a multi-stage run; choose another --out")
+        if method.multi_stage and record is None and is_run_folder(self.run_dir):
+            raise OutputDirError(f"--out {self.run_dir}: holds a single-stage run; choose another --out for {method.name}")
         stage_name = self.stage_name or self._stage_of_resume_path()
         if stage_name is not None:
             self.plan = [method.stage(stage_name)]

@@ -122,3 +122,51 @@ def test_two_processes_match_one_process_and_write_each_file_once(tmp_path: Path
     rows_one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows_two] == [f"test-{i:03d}" for i in range(5)]
     assert rows_two == rows_one
+
+
+def test_two_stage_runs_its_stages_in_sub_folders_and_generate_takes_the_last(run_cli, tmp_path: Path, synthetic_data,
+                                                                              model_cache) -> None:
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=2")
+    result = run_cli("train", "--method", "two-stage", "--config", "two-stage-tiny", "--out", run, *overrides)
+    assert result.exit_code == 0, result.output
+    assert "stage align of two-stage" in result.stdout and "stage finetune of two-stage" in result.stdout
+    assert json.loads((run / "run.json").read_text())["stages"] == ["align", "finetune"]
+    for stage in ("align", "finetune"):
+        meta = json.loads((run / stage / "last" / "meta.json").read_text())
+        assert (meta["method"], meta["stage"], meta["finished"]) == ("two-stage", stage, True)
+    saved = trainable_weights(run / "finetune" / "step-000002")
+    assert any(".lora_" in n for n in saved) and not any(n.startswith("llm.") and ".lora_" not in n for n in saved)
+
+    again = run_cli("train", "--config", "two-stage-tiny", "--out", run, *overrides)  # both finished: nothing to do
+    assert again.exit_code == 0 and "stage align: finished before" in again.stdout, again.output
+    assert "stage finetune: finished before" in again.stdout and "step 1/2" not in again.stdout
+    line = _one_error_line(run_cli("train", "--config", "two-stage-tiny", "--stage", "finetune", "--out", run, *overrides))
+    assert "finetune already holds checkpoints" in line and "--resume auto" in line
+    line = _one_error_line(run_cli("train", "--config", "two-stage-tiny", "--stage", "fine", "--out", run, *overrides))
+    assert "--stage fine: method two-stage has no such stage" in line and "Did you mean 'finetune'" in line
+    line = _one_error_line(run_cli("train", "--config", "tiny", "--out", run, *overrides))
+    assert "holds a two-stage run; choose another --out for mrg-llm" in line
+
+    out = tmp_path / "test.jsonl"
+    result = run_cli("generate", "--checkpoint", run, "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_name("test.jsonl.meta.json").read_text())
+    assert meta["model"]["stage"] == "finetune" and "finetune" in meta["checkpoint"]
+
+
+def test_a_stage_can_start_from_another_runs_checkpoint(run_cli, tmp_path: Path, synthetic_data, model_cache) -> None:
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=2")
+    assert run_cli("train", "--config", "two-stage-tiny", "--stage", "align", "--out", tmp_path / "a", *overrides).exit_code == 0
+    result = run_cli("train", "--config", "two-stage-tiny", "--stage", "finetune", "--out", tmp_path / "b", *overrides,
+                     f"model.init_from={tmp_path / 'a'}")
+    assert result.exit_code == 0, result.output
+    align = trainable_weights(tmp_path / "a" / "align" / "step-000002")
+    encoder = [n for n in align if n.startswith("encoder.")]
+    finetune = trainable_weights(tmp_path / "b" / "finetune" / "step-000002")
+    assert all(torch.equal(align[n], finetune[n]) for n in encoder)  # carried over, frozen in finetune
+    # a checkpoint of another architecture is refused, naming the fields that differ
+    line = _one_error_line(run_cli("train", "--config", "two-stage-tiny", "--stage", "finetune", "--out", tmp_path / "c",
+                                   *overrides, f"model.init_from={tmp_path / 'a'}", "model.projector.kind=mlp"))
+    assert "cannot initialise this stage" in line and "model.projector.kind: checkpoint 'linear', now 'mlp'" in line
+    assert not (tmp_path / "c" / "finetune").exists()

@@ -72,6 +72,8 @@ class DemoResult:
     examples: list[dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
     report_html: Path | None = None
+    method: str = "mrg-llm"
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def most_frequent_report(studies: list[Study]) -> str:
@@ -119,12 +121,14 @@ def _pick_examples(test: list[Study], predictions: dict[str, str]) -> list[dict[
     ]
 
 
-def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int, int, str], None] | None = None) -> DemoResult:
+def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm",
+             on_stage: Callable[[int, int, str], None] | None = None) -> DemoResult:
     """Run the demo pipeline into ``out_dir`` and return its scores and examples.
 
     Args:
         out_dir: the demo folder (data/, lm/, run/, eval/, report.html, demo.json).
         fast: the smaller flavour used by CI (fewer studies and steps).
+        method: the registered method to train (its ``demo_preset``).
         on_stage: called as ``on_stage(index, total, title)`` when a stage starts (for the CLI's headings).
 
     Raises:
@@ -134,14 +138,21 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
     from mrg.domain_lm import train_report_lm
     from mrg.evaluate import make_scorer, run_evaluation
     from mrg.generate import generate_reports
+    from mrg.methods import get_method, list_methods
     from mrg.recipes.train import train
     from mrg.viewer import build_report
 
     plan = FAST if fast else FULL
+    chosen = get_method(method)
+    if chosen.demo_preset is None:
+        from mrg.errors import ConfigError
+
+        with_demo = [m.name for m in list_methods() if m.demo_preset]
+        raise ConfigError(f"--method {method}: has no demo preset; methods with a demo: {', '.join(with_demo)}")
     out_dir = Path(out_dir)
     data_dir, lm_dir, run_dir, eval_dir = out_dir / "data", out_dir / "lm", out_dir / "run", out_dir / "eval"
     seconds: dict[str, float] = {}
-    stages = ["prepare synthetic data", "train the frozen LM", "train MRG-LLM", "generate test reports",
+    stages = ["prepare synthetic data", "train the frozen LM", f"train {chosen.name}", "generate test reports",
               "evaluate", "most-frequent-report baseline", "HTML report"]
 
     def stage(index: int) -> float:
@@ -158,7 +169,8 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
     seconds["train_lm"] = time.perf_counter() - started
 
     started = stage(2)
-    cfg = load_config("demo", [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}", *plan.train_overrides])
+    cfg = load_config(chosen.demo_preset, [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}",
+                                           *plan.train_overrides])
     dataset = load_prepared_dataset(data_dir)
     scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
     train(cfg, run_dir, resume="auto", scorer=scorer)
@@ -187,6 +199,7 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
 
     from mrg.files import read_jsonl
 
+    extras = chosen.demo_extras(cfg, run_dir, data_dir, out_dir)
     predicted = {row["id"]: row["prediction"] for row in read_jsonl(predictions_path)}
     metrics = _flat(evaluation.record)
     baseline_metrics = _flat(baseline.record)
@@ -195,7 +208,9 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
         out_dir / "demo.json",
         {
             "plan": plan.name,
+            "method": chosen.name,
             "metrics": metrics,
+            "extras": extras,
             "most_frequent_baseline": {"report": constant, "metrics": baseline_metrics},
             "examples": examples,
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
@@ -204,7 +219,7 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, on_stage: Callable[[int
             "provenance": provenance(),
         },
     )
-    return DemoResult(out_dir, metrics, baseline_metrics, examples, seconds, report.path)
+    return DemoResult(out_dir, metrics, baseline_metrics, examples, seconds, report.path, chosen.name, extras)
 
 
 def _flat(record: dict[str, Any]) -> dict[str, float]:
@@ -213,12 +228,12 @@ def _flat(record: dict[str, Any]) -> dict[str, float]:
 
 
 def print_summary(result: DemoResult) -> None:
-    """The metric table (MRG-LLM vs the most-frequent-report baseline) and three studies side by side."""
+    """The metric table (the method vs the most-frequent-report baseline) and three studies side by side."""
     from rich.table import Table
 
     table = Table(title="test split", title_justify="left")
     table.add_column("metric")
-    table.add_column("MRG-LLM", justify="right")
+    table.add_column(result.method, justify="right")
     table.add_column("most-frequent report", justify="right")
     for key in DEMO_METRICS:
         label = display_name(key) + (" (micro, 14)" if key == "ce_f1" else "")

@@ -35,9 +35,10 @@ from mrg.data.chexpert import OBSERVATIONS
 from mrg.data.text import normalize_report, resolve_cleaning
 from mrg.errors import ConfigError, DataError, MetricError
 from mrg.files import atomic_write, sha256_file, write_json_atomic, write_text_atomic
+from mrg.metrics.registry import NLG_METRICS
 from mrg.provenance import package_versions, provenance
 
-NLG_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+NLG_KEYS = NLG_METRICS
 PROTOCOLS = ("r2gen", "coco", "raw")
 R2GEN_TRUNCATION = {"r2gen-iu": 59, "r2gen-mimic": 99}
 """Words R2Gen keeps of a reference: max_seq_length (60 / 100) minus the BOS token."""
@@ -623,8 +624,7 @@ def _label_cell(value: float | None) -> str:
 
 def write_per_sample(path: Path, eval_set: EvalSet, prepared: Prepared, scores: Scores) -> None:
     """``per_sample.csv``: id, both texts as scored, every per-item score and both label vectors."""
-    score_columns = [k for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
-                     if k in scores.items]
+    score_columns = [k for k in NLG_KEYS if k in scores.items]
     score_columns += [k for k in scores.items if k not in score_columns]
     header = ["id", "prediction", "reference", "empty_prediction", *score_columns]
     if scores.pred_labels is not None:

@@ -124,8 +124,9 @@ def print_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> Non
         table.add_column("baseline", justify="right")
         table.add_column("Δ", justify="right")
         table.add_column("p", justify="right")
-    keys = [k for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
-                        "ce_precision", "ce_recall", "ce_f1") if k in record]
+    from mrg.metrics.registry import SUMMARY_METRICS
+
+    keys = [k for k in SUMMARY_METRICS if k in record]
     for key in keys:
         row = [key, f"{record[key]:.4f}"]
         if intervals:

@@ -73,6 +73,8 @@ class Method:
     """The dataclass of the ``method`` section (the method's own settings)."""
     config_defaults: ClassVar[dict[str, Any]] = {}
     """A partial config (nested mapping) applied beneath presets and overrides, e.g. stage defaults."""
+    demo_preset: ClassVar[str | None] = None
+    """The preset ``mrg demo --method NAME`` trains (``data.root`` and ``model.llm.name_or_path`` are filled in)."""
     architecture_options: ClassVar[tuple[str, ...]] = ()
     """``method.*`` keys that decide which weights exist (must match between stages and on resume)."""
 
@@ -160,6 +162,10 @@ class Method:
     def collate(self, cfg: RunConfig, stage: Stage, model: nn.Module, *, data_root: str | Path | None = None) -> Collate:
         """The collate function of ``stage``'s batches."""
         raise NotImplementedError
+
+    def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+        """What ``mrg demo`` adds for this method after scoring its reports (recorded in ``demo.json``)."""
+        return {}
 
     def make_validation(self, context: Any) -> Any:
         """The validation of a stage (``mrg.validation``); None lets the recipe use report generation."""

@@ -29,6 +29,7 @@ def llm_weight(name: str) -> bool:
 class MRGLLM(ReportMethod):
     name = "mrg-llm"
     summary = "visual encoder + projector + instance-specific prompts (conditional affine transforms) -> frozen LLM"
+    demo_preset = "demo"
     paper = "arXiv 2506.15477"
     stages = (
         Stage("train", "encoder, projector and promptbook train; the LLM is frozen",

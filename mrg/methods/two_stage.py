@@ -39,6 +39,7 @@ class TwoStageOptions(MethodOptions):
 class TwoStage(ReportMethod):
     name = "two-stage"
     summary = "stage align: encoder + projector with the LLM frozen; stage finetune: LoRA on the LLM from align"
+    demo_preset = "two-stage-demo"
     paper = "arXiv 2312.01504"
     options = TwoStageOptions
     stages = (

@@ -153,9 +153,9 @@ def _clinical_metrics() -> list[Metric]:
     }
     out = []
     for prefix, (display, protocol) in variants.items():
-        for part, short in (("precision", "P"), ("recall", "R"), ("f1", "F1")):
+        for part, short in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
             name = f"{prefix}_{part}"
-            out.append(Metric(name, f"{display} {short}" if prefix != "ce" else f"CE {short}", "clinical",
+            out.append(Metric(name, f"{display} {short}", "clinical",
                               inputs=("texts", "labels"), protocol=protocol,
                               headline=name == "ce_f1",
                               description="clinical efficacy from mrg-chexpert-rules labels (not CheXbert)"))
@@ -179,3 +179,7 @@ NLG_METRICS: tuple[str, ...] = tuple(m.name for m in _BUILTIN if m.family in ("n
 SUMMARY_METRICS: tuple[str, ...] = (*NLG_METRICS, "ce_precision", "ce_recall", "ce_f1")
 """What summary tables show for a report-generation evaluation (CLI, demo, HTML viewer)."""
 
+
+def titled(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(name, display name) pairs for table rows."""
+    return tuple((n, display_name(n)) for n in names)

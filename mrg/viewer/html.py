@@ -17,6 +17,8 @@ from importlib import resources
 from typing import Any
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+from mrg.metrics import registry
+from mrg.metrics.registry import display_name, titled
 from mrg.viewer.charts import Series, format_number, line_chart
 from mrg.viewer.inputs import EvalInputs, RunInputs
 from mrg.viewer.studies import StudyRow, StudyTable
@@ -26,22 +28,9 @@ CSP = (
     "base-uri 'none'; form-action 'none'"
 )
 
-NLG_METRICS: tuple[tuple[str, str], ...] = (
-    ("bleu_1", "BLEU-1"),
-    ("bleu_2", "BLEU-2"),
-    ("bleu_3", "BLEU-3"),
-    ("bleu_4", "BLEU-4"),
-    ("meteor", "METEOR"),
-    ("rouge_l", "ROUGE-L"),
-    ("cider", "CIDEr"),
-)
+NLG_METRICS: tuple[tuple[str, str], ...] = titled(registry.NLG_METRICS)
 HEADLINE: tuple[tuple[str, str], ...] = (
-    ("bleu_4", "BLEU-4"),
-    ("meteor", "METEOR"),
-    ("rouge_l", "ROUGE-L"),
-    ("cider", "CIDEr"),
-    ("ce_f1", "CE F1 (micro, 14)"),
-)
+    *titled(("bleu_4", "meteor", "rouge_l", "cider")), ("ce_f1", f"{display_name('ce_f1')} (micro, 14)"))
 # (definition shown, key prefix) in the order of mrg.metrics.clinical's table.
 CE_FAMILIES: tuple[tuple[str, str], ...] = (
     ("14 observations, micro, uncertain = negative (R2Gen; headline)", "ce_"),
@@ -80,7 +69,7 @@ PAGE_ROWS = 100
 # Validation metrics charted, in this order (a scorer without any of them: its first few metrics).
 _VAL_CHARTED = ("bleu_4", "cider", "meteor", "rouge_l", "ce_f1")
 # ... and the columns of the validation table (the scorer returns every CE variant too; see the evaluation).
-_VAL_COLUMNS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1")
+_VAL_COLUMNS = registry.SUMMARY_METRICS
 _MAX_VAL_FALLBACK = 6
 
 
@@ -274,7 +263,7 @@ def compare_table(ev: EvalInputs) -> str:
     block = ev.extra.get("compare")
     if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
         return ""
-    titles = dict(NLG_METRICS) | {"ce_precision": "CE precision", "ce_recall": "CE recall", "ce_f1": "CE F1"}
+    titles = dict(titled(registry.SUMMARY_METRICS))
     headline: list[str] = []
     others: list[str] = []
     for key, test in block["metrics"].items():
@@ -611,8 +600,7 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
 
 def comparison_table(evaluations: Sequence[EvalInputs]) -> str:
     """One column per evaluation for the headline metrics (shown when more than one evaluation is given)."""
-    keys = [(k, t) for k, t in (*NLG_METRICS, ("ce_precision", "CE precision"), ("ce_recall", "CE recall"), ("ce_f1", "CE F1"))
-            if any(k in ev.metrics for ev in evaluations)]
+    keys = [(k, t) for k, t in titled(registry.SUMMARY_METRICS) if any(k in ev.metrics for ev in evaluations)]
     head = "".join(f'<th scope="col" class="num">{e(ev.root)}</th>' for ev in evaluations)
     body = "".join(
         f'<tr><th scope="row">{e(t)}</th>' + "".join(f'<td class="num">{fmt(ev.metrics.get(k))}</td>' for ev in evaluations) + "</tr>"

@@ -21,17 +21,12 @@ from typing import Any
 
 from mrg.data.chexpert import OBSERVATIONS, POSITIVE
 from mrg.errors import DataError
+from mrg.metrics.registry import titled
 from mrg.viewer.inputs import label_columns, parse_label
 
 # Per-item score columns shown in the table, in this order, when present (others are left out: the tp/fp/fn
 # counts behind the micro scores mean little per study).
-SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("bleu_4", "BLEU-4"),
-    ("meteor", "METEOR"),
-    ("rouge_l", "ROUGE-L"),
-    ("cider", "CIDEr"),
-    ("ce_example_f1", "CE F1"),
-)
+SCORE_COLUMNS: tuple[tuple[str, str], ...] = (*titled(("bleu_4", "meteor", "rouge_l", "cider")), ("ce_example_f1", "CE F1"))
 
 _TEXT_COLUMNS = {"prediction": ("prediction", "generated", "hypothesis", "pred"), "reference": ("reference", "ref", "ground_truth")}
 

@@ -46,7 +46,7 @@ from mrg.metrics.model_based.base import (
     text_key,
     weights_sha256,
 )
-from mrg.metrics.model_based.encoders import load_encoder, load_tokenizer, model_files, model_folder
+from mrg.metrics.model_based.encoders import load_encoder, load_tokenizer, model_files, model_folder, pad_batch
 
 OPTION = "eval.weights.bertscore"
 DEFAULT_WEIGHTS = HubFile("distilbert/distilroberta-base")
@@ -100,13 +100,7 @@ class LayerEncoder:
     def __call__(self, texts: list[str]) -> list[tuple[list[int], np.ndarray]]:
         torch = self._torch
         ids = [encode(self.tokenizer, text) for text in texts]
-        width = max(len(row) for row in ids)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+        input_ids, mask = pad_batch(ids, self.tokenizer.pad_token_id)
         with torch.inference_mode():
             hidden = self.model(input_ids.to(self.device), attention_mask=mask.to(self.device))[0].float()
         hidden = hidden.cpu().numpy()  # (batch, width, dim)

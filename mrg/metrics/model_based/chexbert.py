@@ -52,7 +52,7 @@ from mrg.metrics.model_based.base import (
     unpack_array,
     weights_sha256,
 )
-from mrg.metrics.model_based.encoders import has_tokenizer, load_tokenizer
+from mrg.metrics.model_based.encoders import has_tokenizer, load_tokenizer, pad_batch
 
 OPTION = "eval.weights.chexbert"
 DEFAULT_WEIGHTS = HubFile("StanfordAIMI/RRG_scorers", "chexbert.pth")
@@ -159,13 +159,7 @@ class CheXbert:
         """Per text: the 14 head classes ``c`` and the final [CLS] vector ``e`` (base64 float32)."""
         torch = self._torch
         ids = [encode(self.tokenizer, text) for text in texts]
-        width = max(len(row) for row in ids)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+        input_ids, mask = pad_batch(ids, self.tokenizer.pad_token_id)
         with torch.inference_mode():
             hidden = self.bert(input_ids.to(self.device), attention_mask=mask.to(self.device))[0]
             cls = hidden[:, 0, :].float()  # (batch, hidden)

@@ -74,6 +74,19 @@ def model_folder(option: str, spec: str | None, default: HubFile, what: str) -> 
     return fetch_from_hub(option, HubFile(hub.repo), what, "/path/to/folder"), hub.repo
 
 
+def pad_batch(ids: list[list[int]], pad_id: int | None) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) long tensors of shape (batch, longest), right-padded with ``pad_id`` (or 0)."""
+    import torch
+
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
 def model_files(folder: Path) -> list[Path]:
     """The files whose bytes define a model folder (for the weights hash): config, weights, tokenizer."""
     names = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt", "vocab.json",

@@ -60,7 +60,7 @@ from mrg.metrics.model_based.base import (
     resolve_weights,
     weights_sha256,
 )
-from mrg.metrics.model_based.encoders import has_tokenizer, load_tokenizer
+from mrg.metrics.model_based.encoders import has_tokenizer, load_tokenizer, pad_batch
 
 OPTION = "eval.weights.radgraph"
 DEFAULT_WEIGHTS = HubFile("StanfordAIMI/RRG_scorers", "radgraph.tar.gz")
@@ -256,13 +256,7 @@ class RadGraphModel:
             doc_segments = self._segments(ids)
             owners.append((len(segments), offsets, [len(s) for s in doc_segments]))
             segments.extend(doc_segments)
-        width = max(len(s) for s in segments)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(segments), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(segments), width), dtype=torch.long)
-        for row, seg in enumerate(segments):
-            input_ids[row, : len(seg)] = torch.tensor(seg)
-            mask[row, : len(seg)] = 1
+        input_ids, mask = pad_batch(segments, self.tokenizer.pad_token_id)
         with torch.inference_mode():
             hidden = self.encoder(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))[0]
         n_start, n_end = len(self.start_ids), len(self.end_ids)

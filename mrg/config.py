@@ -284,6 +284,31 @@ class EvalConfig:
     """Coverage of the bootstrap intervals."""
     seed: int = 0
     """Seed for the bootstrap and the paired test."""
+    metrics: list[str] = field(default_factory=list)
+    """Model-based metric families to add (``mrg metrics`` lists them): chexbert, radgraph, bertscore, radcliq."""
+    weights: dict[str, str] = field(default_factory=dict)
+    """Weights of each model-based family, by hub id or local path, e.g. ``{chexbert: /models/chexbert.pth}``."""
+    device: str = "auto"
+    """Where model-based metrics run: auto (CUDA when available), cpu, cuda, cuda:1."""
+    model_batch_size: int = 32
+    """Texts per forward pass of a model-based metric."""
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.ref_max_tokens is not None and self.ref_max_tokens < 1:
+            found.append(f"'eval.ref_max_tokens' (--ref-max-tokens) must be a positive number of words, got {self.ref_max_tokens}")
+        if self.bootstrap < 0:
+            found.append(f"'eval.bootstrap' (--bootstrap) must be 0 (off) or a number of resamples, got {self.bootstrap}")
+        if not 0 < self.confidence < 1:
+            found.append(f"'eval.confidence' must be between 0 and 1, got {self.confidence}")
+        if self.meteor_jvms < 0:
+            found.append(f"'eval.meteor_jvms' must be 0 (automatic) or a number of JVMs, got {self.meteor_jvms}")
+        if self.model_batch_size < 1:
+            found.append(f"'eval.model_batch_size' must be at least 1, got {self.model_batch_size}")
+        from mrg.metrics.registry import model_family_problems
+
+        found += model_family_problems(self.metrics, self.weights)
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -546,6 +571,13 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: str, cls: type, proble
                 problems.append(f"'{dotted}' is a section; set one of its keys, e.g. '{dotted}.{dataclasses.fields(tp)[0].name}=...'")
                 return
             node[part] = _Override(value)
+            return
+        if typing.get_origin(tp) is dict and depth == len(parts) - 2:  # one entry of a mapping: eval.weights.chexbert=...
+            entries = node.setdefault(part, {})
+            if not isinstance(entries, dict):
+                problems.append(f"'{'.'.join(parts[: depth + 1])}' must be a mapping")
+                return
+            entries[parts[-1]] = _Override(value)
             return
         if not dataclasses.is_dataclass(tp):
             problems.append(f"'{'.'.join(parts[: depth + 1])}' is not a section, so '{dotted}' does not exist")

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mrg.config import EvalConfig
 from mrg.console import info, is_main_process, warn
 from mrg.data.chexpert import OBSERVATIONS
@@ -348,14 +350,11 @@ def resolve_normalize(cfg: EvalConfig, dataset_mode: str | None) -> str:
 
 
 def _check_config(cfg: EvalConfig) -> None:
-    if cfg.protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if cfg.ref_max_tokens is not None and cfg.ref_max_tokens < 1:
-        raise ConfigError(f"--ref-max-tokens must be a positive number of words, got {cfg.ref_max_tokens}")
-    if cfg.bootstrap < 0:
-        raise ConfigError(f"--bootstrap must be 0 (off) or a number of resamples, got {cfg.bootstrap}")
-    if not 0 < cfg.confidence < 1:
-        raise ConfigError(f"eval.confidence must be between 0 and 1, got {cfg.confidence}")
+    """The eval section's own checks (``EvalConfig.problems``) for a config built in code rather than loaded."""
+    problems = ([] if cfg.protocol in PROTOCOLS else [f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}"])
+    problems += cfg.problems()
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 @dataclass
@@ -482,6 +481,8 @@ class Scores:
     ref_labels: list[dict[str, float]] | None = None
     ce_table: list[dict[str, Any]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    model_info: dict[str, Any] = field(default_factory=dict)
+    """Per model-based family: its weights identity, implementation and device."""
 
 
 def _start_meteor(cfg: EvalConfig, start: bool = True) -> Any:
@@ -490,8 +491,6 @@ def _start_meteor(cfg: EvalConfig, start: bool = True) -> Any:
         return None
     from mrg.metrics.meteor import default_jvms, get_meteor
 
-    if cfg.meteor_jvms < 0:
-        raise ConfigError(f"eval.meteor_jvms must be 0 (automatic) or a number of JVMs, got {cfg.meteor_jvms}")
     scorer = get_meteor(timeout=cfg.meteor_timeout, jvms=cfg.meteor_jvms or default_jvms())
     if start:
         scorer.start()
@@ -505,7 +504,7 @@ def score_texts(
 ) -> Scores:
     """All metrics of one system: METEOR in its JVM while BLEU/ROUGE-L/CIDEr-D and CE run here."""
     from mrg.metrics.nlg import score_nlg
-    from mrg.metrics.stats import ce_statistics, meteor_statistic, nlg_statistics
+    from mrg.metrics.stats import ce_statistics, mean_statistic, meteor_statistic, nlg_statistics
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -535,6 +534,17 @@ def score_texts(
         table = clinical.per_observation_table(pred_labels, ref_labels)
         statistics += ce_statistics(counts, list(ce))
         timings["clinical_s"] = time.perf_counter() - t0
+    model_info: dict[str, Any] = {}
+    for family in cfg.metrics:
+        t0 = time.perf_counter()
+        result = score_model_family(family, prepared.label_predictions, prepared.label_references, cfg)
+        timings[f"{family}_s"] = time.perf_counter() - t0
+        model_info[family] = result.info
+        metrics.update(result.corpus)
+        for key, values in result.items.items():
+            if len(values) == len(prepared.predictions):
+                items[key] = list(values)
+                statistics.append(mean_statistic(key, np.asarray(values, dtype=float)))
     if future is not None:
         t0 = time.perf_counter()
         result = future.result()
@@ -545,7 +555,27 @@ def score_texts(
     timings["scoring_s"] = time.perf_counter() - started
     ordered = {k: metrics[k] for k in NLG_KEYS if k in metrics}
     ordered.update({k: v for k, v in metrics.items() if k not in ordered})
-    return Scores(ordered, items, statistics, pred_labels, ref_labels, table, timings)
+    return Scores(ordered, items, statistics, pred_labels, ref_labels, table, timings, model_info)
+
+
+def score_model_family(family: str, predictions: Sequence[str], references: Sequence[str], cfg: EvalConfig) -> Any:
+    """One model-based family (``mrg.metrics.model_based``) on the texts as the labeler reads them.
+
+    Raises:
+        MetricError: the family cannot run here (missing package) or its weights are missing (one line naming
+            the hub repository, the file and ``eval.weights.<family>``).
+    """
+    from mrg.metrics.model_based import FAMILIES, ModelMetricOptions, unavailable_reason
+
+    spec = FAMILIES[family]
+    reason = unavailable_reason(spec)
+    if reason is not None:
+        raise MetricError(f"--metrics {family}: {reason}")
+    weights = cfg.weights.get(family)
+    if family == "radcliq" and weights is None and any(k in cfg.weights for k in ("chexbert", "radgraph", "bertscore")):
+        weights = ",".join(f"{k}={cfg.weights[k]}" for k in ("chexbert", "radgraph", "bertscore") if k in cfg.weights)
+    options = ModelMetricOptions(weights=weights, device=cfg.device, batch_size=cfg.model_batch_size)
+    return spec.score(list(predictions), list(references), options)
 
 
 _LABELS: dict[str, dict[str, float]] = {}
@@ -808,6 +838,7 @@ def run_evaluation(
         "cider": f"pycocoevalcap Cider (CIDEr-D, sigma 6) with document frequencies over the {len(eval_set.ids)} "
                  "evaluated references",
         "labeler": labeler_info,
+        "model_based": scores.model_info or None,
         "deviations": deviations(cfg.protocol, cfg, normalize, any(len(r) > 1 for r in eval_set.references), sanitised),
         "packages": package_versions(("pycocoevalcap", "numpy")),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

@@ -61,6 +61,11 @@ def evaluate_cmd(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap and the paired test.",
                                              show_default=False)] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Model-based metric families to add, comma-separated: chexbert, radgraph, "
+                     "bertscore, radcliq (weights: eval.weights.<family>=PATH_OR_HUB_ID).", show_default=False),
+    ] = None,
     compare: Annotated[
         Path | None,
         typer.Option("--compare", help="A baseline's predictions for the same ids: paired test per metric (p-value and "
@@ -95,6 +100,13 @@ def evaluate_cmd(
         given["meteor"] = False
     if no_clinical:
         given["clinical"] = False
+    if metrics is not None:
+        given["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
+        from mrg.metrics.registry import model_family_problems
+
+        problems = model_family_problems(given["metrics"], {})
+        if problems:
+            raise ConfigError(problems[0].replace("'eval.metrics'", "--metrics"))
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     report = run_evaluation(predictions, out, cfg, references=references, data=data, split=split, compare=compare)
     print_evaluation(report.record, report.out_dir)
@@ -124,9 +136,10 @@ def print_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> Non
         table.add_column("baseline", justify="right")
         table.add_column("Δ", justify="right")
         table.add_column("p", justify="right")
-    from mrg.metrics.registry import SUMMARY_METRICS
+    from mrg.metrics.registry import SUMMARY_METRICS, all_metrics
 
-    keys = [k for k in SUMMARY_METRICS if k in record]
+    model_keys = [m.name for m in all_metrics() if m.family.startswith("model:") and m.name in record]
+    keys = [k for k in SUMMARY_METRICS if k in record] + model_keys
     for key in keys:
         row = [key, f"{record[key]:.4f}"]
         if intervals:
@@ -145,6 +158,9 @@ def print_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> Non
     if labeler:
         console.print(f"clinical efficacy: labeler {labeler['name']} {labeler['version']} (not CheXbert); "
                       "all CE variants are in metrics.json", soft_wrap=True)
+    if not protocol.get("model_based"):
+        console.print("model-based metrics (CheXbert, RadGraph, BERTScore, RadCliQ) not computed: add --metrics "
+                      "chexbert,radgraph,bertscore,radcliq and eval.weights.<family>=PATH (docs/metrics.md)", soft_wrap=True)
     for note in protocol["deviations"]:
         console.print(f"[dim]differs from R2Gen:[/] {note}", soft_wrap=True)
     if out_dir is not None:

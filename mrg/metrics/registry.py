@@ -183,3 +183,20 @@ SUMMARY_METRICS: tuple[str, ...] = (*NLG_METRICS, "ce_precision", "ce_recall", "
 def titled(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """(name, display name) pairs for table rows."""
     return tuple((n, display_name(n)) for n in names)
+
+
+# --------------------------------------------------------------------------------------- model-based
+
+MODEL_FAMILY_NAMES: tuple[str, ...] = ("chexbert", "radgraph", "bertscore", "radcliq")
+"""The model-based families of ``mrg.metrics.model_based`` (``eval.metrics``); their metrics are registered when
+that package is imported (it needs torch), family ``model:<name>``."""
+
+
+def model_family_problems(families: Sequence[str], weights: dict[str, str]) -> list[str]:
+    """Problems with ``eval.metrics`` / ``eval.weights``: unknown family names (with suggestions)."""
+    names = list(MODEL_FAMILY_NAMES)
+    problems = [f"'eval.metrics' names '{f}', which is not a model-based metric family.{suggest(f, names)} "
+                f"Families: {', '.join(names)}" for f in families if f not in names]
+    problems += [f"'eval.weights.{k}': no model-based family is called '{k}'.{suggest(k, names)}"
+                 for k in weights if k not in names]
+    return problems

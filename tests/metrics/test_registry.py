@@ -44,3 +44,13 @@ def test_unknown_names_suggest_and_duplicates_are_refused() -> None:
         register_metric(Metric("bleu_4", "B4", "other"))
     problems = registry.selection_problems({"bleu_4": 1.0}, ["retrieval"])
     assert problems and "does not produce" in problems[0]
+
+
+def test_model_based_families_are_registered_with_their_metrics() -> None:
+    from mrg.metrics.model_based import FAMILIES
+
+    assert tuple(FAMILIES) == registry.MODEL_FAMILY_NAMES
+    for family in FAMILIES.values():
+        for info in family.metrics:
+            metric = get_metric(info.name)
+            assert metric.family == f"model:{family.name}" and metric.higher_is_better == info.higher_is_better

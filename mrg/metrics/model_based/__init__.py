@@ -34,3 +34,15 @@ FAMILIES: dict[str, Family] = {
         _REQUIRES, radcliq.score,
     ),
 }
+
+
+def _register() -> None:
+    from mrg.metrics.registry import Metric, register_metrics
+
+    for family in FAMILIES.values():
+        register_metrics(Metric(m.name, m.display, f"model:{family.name}", higher_is_better=m.higher_is_better,
+                                protocol=m.description, description="model-based (docs/metrics.md)")
+                         for m in family.metrics)
+
+
+_register()

@@ -49,7 +49,7 @@ from mrg.metrics import labeler_lexicon as lex
 
 LABELER_NAME = "mrg-chexpert-rules"
 # Bump whenever a rule or phrase changes, so stored labels record which rules made them.
-LABELER_VERSION = "1.0"
+LABELER_VERSION = "1.1"
 
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
@@ -83,6 +83,9 @@ _TRIGGER_RE = re.compile(r"\b(?:" + "|".join(sorted(lex.TRIGGER_WORDS, key=len, 
 _CUE_BY_GROUP: dict[str, lex.Cue] = {f"c{i}": cue for i, cue in enumerate(lex.CUES)}
 _TARGET_RES: dict[str, re.Pattern[str]] = {
     cue.target: re.compile(cue.target) for cue in lex.CUES if cue.target is not None
+}
+_BACKWARD_STOP_RES: dict[str, re.Pattern[str]] = {
+    cue.backward_stop: re.compile(cue.backward_stop) for cue in lex.CUES if cue.backward_stop is not None
 }
 _TERMINATOR_RE = re.compile(lex.TERMINATORS)
 _VERB_RE = re.compile(lex.VERBS)
@@ -186,6 +189,9 @@ def _covers(cue: lex.Cue, c_start: int, c_end: int, m_start: int, m_end: int, cl
     if max(0, clean.count(" ", gap_start, gap_end) - 1) > max_words:
         return False
     if _count_between(terminators, gap_start, gap_end):
+        return False
+    if (cue.backward_stop is not None and c_start > m_start
+            and _BACKWARD_STOP_RES[cue.backward_stop].search(clean, gap_start, gap_end) is not None):
         return False
     return _count_between(verbs, gap_start, gap_end) <= max_verbs
 

@@ -237,6 +237,25 @@ def test_a_long_sentence_costs_linear_work(monkeypatch: pytest.MonkeyPatch) -> N
     assert label_report(text) == label_report(chunk + "stable.")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a\nb\n", "a\r\nb", "a\rb\r", '"one\ntwo",\n"x\r\ny"\r\n', "\n\n\r\n", "no newline", "", '"open\n'],
+)
+def test_csv_lines_split_as_open_newline_empty_does(text: str) -> None:
+    """read_reports_csv feeds csv.reader one line at a time instead of an io.StringIO copy of the file."""
+    import csv
+    import io
+
+    def parse(lines):
+        reader = csv.reader(lines)
+        try:
+            return [(row, reader.line_num) for row in reader]
+        except csv.Error as err:
+            return ("error", str(err), reader.line_num)
+
+    assert parse(labeler._csv_lines(text)) == parse(io.StringIO(text, newline=""))
+
+
 # ---------------------------------------------------------------- reference tier: real IU X-ray reports vs MeSH
 
 

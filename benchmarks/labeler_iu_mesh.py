@@ -124,7 +124,11 @@ def causes(rows, mrg_labels, explain, mesh_positive, observation: str) -> dict[s
         if gold == (value == 1.0):
             continue
         mentions = [m for m in explain(row["text"]) if m.observation == observation]
-        if gold:
+        if gold and observation == "No Finding":  # something blocked it: which words
+            blockers = sorted({m.text for m in explain(row["text"])
+                               if m.label != 0.0 and m.observation != "Support Devices"})
+            missed["blocked by: " + ", ".join(blockers)] += 1
+        elif gold:
             if value is None:
                 missed["not mentioned"] += 1
             elif value == 0.0:
@@ -133,6 +137,8 @@ def causes(rows, mrg_labels, explain, mesh_positive, observation: str) -> dict[s
                 rules = sorted({m.rule for m in mentions if m.label == -1.0})
                 hedge = "'or'/'versus' (CheXpert: x or y)" if set(rules) <= {"or", "versus"} else "/".join(rules)
                 missed["uncertain: " + hedge] += 1
+        elif observation == "No Finding":  # nothing abnormal was read: name what MeSH indexed instead
+            false_positive["MeSH: " + ", ".join(sorted({t.split("/")[0] for t in row["mesh"]}))] += 1
         else:
             words = sorted({m.text for m in mentions if m.label == 1.0})
             false_positive[", ".join(words)] += 1

@@ -34,7 +34,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bdensit(?:y|ies)\b",
         r"\belevat(?:ion|ed)\b",
         r"\beventrat",
-        r"\bscolio",
+        r"\b(?:dextro|levo)?scolio",  # CheXpert's unanchored "scolio" also matched dextro- / levoscoliosis
         r"\bdegenera",
         r"\bcalcifi",
         r"\bhyperinflat",

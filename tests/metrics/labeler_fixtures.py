@@ -175,6 +175,9 @@ CASES: dict[str, list[tuple[str, dict[str, float]]]] = {
         ("Questioned small left effusion.", {PE: -1.0}),
         ("Findings suggest a combination of consolidation and atelectasis.", {CO: -1.0, AT: -1.0}),
         ("There is no focal opacity to suggest pneumonia.", {NF: 1.0, LO: 0.0, PN: 0.0}),  # still a negation
+        # CheXpert's unanchored "scolio" matched these; mrg's word-anchored stem had lost them
+        ("Mild thoracolumbar dextroscoliosis.", {}),
+        ("Levoscoliosis of the lumbar spine.", {}),
         # "opaque" as well as "opacity"
         ("The right lower lobe is opaque.", {LO: 1.0}),
     ],

@@ -19,7 +19,7 @@ Linear time shows as a constant time per MB / per report across sizes.
 The process is pinned to one CPU where the OS allows it (child processes inherit the pin).
 
 Run:  python benchmarks/bench_labeler.py [--repeats 5] [--reports 5000] [--no-load] [--mb 0.25 0.5 1]
-      [--load-reports 10000 30000 100000]
+      [--load-reports 10000 30000 100000] [--labeler-src DIR]
 """
 
 from __future__ import annotations
@@ -38,7 +38,18 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+
+
+def _labeler_src() -> Path:
+    """Where mrg is imported from: ``--labeler-src DIR`` (read before argparse, since mrg is imported below)."""
+    if __name__ == "__main__" and "--labeler-src" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--labeler-src") + 1]).resolve()
+    return REPO_ROOT
+
+
+LABELER_SRC = _labeler_src()
+if "mrg" not in sys.modules:  # a child process below may already have imported it from --labeler-src
+    sys.path.insert(0, str(LABELER_SRC))
 
 from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, label_csv, label_reports  # noqa: E402
 
@@ -133,6 +144,8 @@ def long_report(megabytes: float, one_sentence: bool, seed: int = 0) -> str:
 # Run in a fresh interpreter: time label_report, then label again under tracemalloc for the memory it allocates.
 _LONG_REPORT_CHILD = """
 import json, resource, sys, time, tracemalloc
+sys.path.insert(0, sys.argv[4])
+import mrg.metrics.labeler
 sys.path.insert(0, sys.argv[1])
 from bench_labeler import long_report
 from mrg.metrics.labeler import label_report
@@ -171,7 +184,8 @@ def measure_long_reports(sizes_mb: list[float]) -> None:
     here = str(Path(__file__).resolve().parent)
     for one_sentence in (False, True):
         for megabytes in sizes_mb:
-            row = _child_json([_LONG_REPORT_CHILD, here, str(megabytes), "1" if one_sentence else "0"])
+            row = _child_json([_LONG_REPORT_CHILD, here, str(megabytes), "1" if one_sentence else "0",
+                               str(LABELER_SRC)])
             mb = row["chars"] / 1e6
             print(f"{'one sentence' if one_sentence else 'sentences':<14} {mb:>5.2f} {row['seconds']:>8.3f} "
                   f"{row['seconds'] / mb:>9.3f} {row['heap_peak'] / 2**20:>7.1f} MB {row['heap_peak'] / row['chars']:>13.1f}"
@@ -179,6 +193,9 @@ def measure_long_reports(sizes_mb: list[float]) -> None:
 
 
 def _mrg_command() -> list[str]:
+    if LABELER_SRC != REPO_ROOT:
+        return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(LABELER_SRC)!r}); "
+                "from mrg.cli import main; main()"]
     script = Path(sys.executable).parent / "mrg"
     if script.exists():
         return [str(script)]
@@ -216,7 +233,10 @@ def main() -> int:
     parser.add_argument("--mb", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="long-report sizes in MB")
     parser.add_argument("--load-reports", type=int, nargs="+", default=[10_000, 30_000, 100_000],
                         help="report counts for mrg label")
+    parser.add_argument("--labeler-src", type=Path, help="import mrg from this folder (e.g. an older commit unpacked "
+                        "with 'git archive <commit> mrg | tar -x -C DIR') to measure it with this script")
     args = parser.parse_args()
+    print(f"mrg from {LABELER_SRC}")
     print(f"{LABELER_NAME} {LABELER_VERSION}; Python {sys.version.split()[0]}; {pin_to_one_cpu()}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}" if hasattr(os, "getloadavg") else "")
     measure("generated", generated_corpus(args.reports), args.repeats)

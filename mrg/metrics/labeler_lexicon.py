@@ -445,10 +445,11 @@ CUES: tuple[Cue, ...] = (
     Cue("uncertain", "forward", r"\b(?:question(?:able|ably|ed)?|suggestion)(?: of)?\b", "question of", "Question small effusions."),
     # "no pleural line to suggest pneumothorax" stays a negation: the "no X to suggest" cue above swallows its "suggest"
     Cue("uncertain", "forward", r"\bsuggestive of\b|\bsuggest(?:s|ing)?\b", "suggestive of", "Findings suggestive of edema."),
+    # the cue starts at "differential" (looking back for "in the"): "in" is too common a word to trigger on
+    Cue("uncertain", "backward", r"(?<=\bin the )differential(?: diagnosis)?\b", "in the differential",
+        "Pneumonia is in the differential."),
     Cue("uncertain", "forward", r"\b(?:differential|ddx)(?: diagnosis)?(?: includes?| of)?\b", "differential",
         "Differential diagnosis includes pneumonia."),
-    Cue("uncertain", "backward", r"\bin the differential(?: diagnosis)?\b", "in the differential",
-        "Pneumonia is in the differential."),
     Cue("uncertain", "forward", r"\b(?:correlat\w+|clinical correlation)(?: clinically)? (?:for|with)(?: signs?| symptoms?| evidence)?(?: of)?\b",
         "correlate for", "Correlate clinically for pneumonia."),
     Cue("uncertain", "forward", r"\b(?:favou?r(?:ed|s|ing)?|consider(?:ed)?)\b", "favor", "Favor atelectasis."),
@@ -487,7 +488,7 @@ TRIGGER_WORDS = (
     "correlating", "clinical", "favor", "favour", "favored", "favoured", "favors", "favours", "favoring",
     "favouring", "consider", "considered", "secondary", "less", "obscuring", "obscures", "obscuration", "obscured",
     "questioned", "poorly", "incompletely", "suboptimally", "versus", "vs", "stable", "unchanged", "similar",
-    "borderline", "maintained", "preserved", "evaluation", "assessment", "hard", "maybe", "perhaps", "possibility", "possibilities", "in",
+    "borderline", "maintained", "preserved", "evaluation", "assessment", "hard", "maybe", "perhaps", "possibility", "possibilities",
 )
 
 # Words that end a cue's scope. CheXpert's dependency patterns stop at clause boundaries; these are

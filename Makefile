@@ -15,5 +15,5 @@ lint:
 
 # every benchmark of benchmarks/RESULTS.md, one after another (about an hour on 2 cores; bench_learning is most of it)
 bench:
-	./scripts/venv.sh && for b in benchmarks/bench_*.py benchmarks/labeler_agreement.py; do \
+	./scripts/venv.sh && for b in benchmarks/bench_*.py benchmarks/labeler_agreement.py benchmarks/labeler_iu_mesh.py; do \
 	  echo "== $$b"; .venv/bin/python $$b || exit 1; done

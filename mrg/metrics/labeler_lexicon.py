@@ -34,7 +34,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bdensit(?:y|ies)\b",
         r"\belevat(?:ion|ed)\b",
         r"\beventrat",
-        r"\bscolio",
+        r"\b(?:dextro|levo)?scolio",  # CheXpert's unanchored "scolio" also matched dextro- / levoscoliosis
         r"\bdegenera",
         r"\bcalcifi",
         r"\bhyperinflat",
@@ -101,6 +101,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\badenopathy\b",
         r"\bsclero",
         r"\bcavit(?:y|ies|ary|ation)\b",
+        r"\bshift(?:ed)?\b",  # mediastinal or tracheal shift (no longer a cardiomediastinal mention, see UNMENTIONS)
     ),
     "Enlarged Cardiomediastinum": (
         r"\bmediastinum\b",
@@ -126,6 +127,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\benlarged heart\b",
         r"\bheart\b(?= (?:is|appears|remains|was|seems)\b)",  # mrg: "heart is enlarged" without "the"
         r"\benlarge(?:ment of the|d) (?:cardiac|heart)\b",  # mrg
+        r"\bheart enlargement\b",  # mrg: "cardiac enlargement" is CheXpert's
     ),
     "Lung Lesion": (
         r"\bmass(?:es)?\b",
@@ -153,6 +155,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bperibronchial thickening",
         r"\bwall thickening",
         r"\bscar",
+        r"\bopaque\b",  # mrg: "the right lower lobe is opaque" ("radiopaque" is a word of its own)
     ),
     "Edema": (
         r"\bedema",
@@ -170,6 +173,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\binfection",
         r"\binfectious process",
         r"\binfectious",
+        r"\bpneumonitis\b",  # mrg: MeSH and radiologists file pneumonitis under pneumonia
     ),
     "Atelectasis": (r"\batelecta", r"\bcollapse"),
     "Pneumothorax": (
@@ -188,6 +192,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bpleural plaques?\b",  # mrg
         r"\b(?:apical|pleural) cap(?:s|ping)?\b",  # mrg: apical pleural cap
         r"\bfibrotic\b",  # mrg: CheXpert files "fibrosis" here; "fibrotic changes" says the same
+        # mrg: the fissures are pleura ("fissural thickening", "thickening of the minor fissure")
+        r"\bfissural thickening\b",
+        r"\bthickening (?:of|in|along) the (?:\w+ )?(?:minor |major |horizontal |oblique )?fissures?\b",
     ),
     "Fracture": (r"\bfractur",),
     "Support Devices": (
@@ -219,6 +226,11 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\bleads\b(?! to\b)",  # mrg: pacing / monitor leads
         r"\b(?:pacer|pacing|pacemaker|icd|defibrillator) lead\b",  # mrg
         r"\bstimulator",  # mrg
+        # mrg: a pacemaker's or defibrillator's generator ("cardiac XXXX generator" once de-identification has
+        # removed "pacemaker"), orthopaedic bone anchors and joint prostheses (CheXpert lists arthroplasty)
+        r"\bgenerators?\b",
+        r"\b(?:bone |suture )?anchors?\b",
+        r"\bprosthe(?:sis|ses|tic)\b",
         # mrg: "tip in the SVC" / "tip projecting over the right atrium" describe a line or tube whose name
         # de-identification may have removed ("right chest XXXX with tip in the SVC")
         r"\btips?\b(?= (?:is |are |now )?(?:in|at|projecting|projects|overlying|overlies|over|terminat\w*|near|within|extending|in the region of)\b)",
@@ -238,15 +250,19 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": (
         r"\b" + _POSITIONS + r" (?:heart|cardiac (?:silhouette|shadow|contour|size))",
         r"\bthe heart and lungs\b",  # mrg: the two organs together ("the heart and lungs have ..."), not heart size
+        r"\b(?:shift|deviation|displacement) of the heart\b",  # mrg: where the heart is, not its size
     ),
     "Enlarged Cardiomediastinum": (
         r"\b" + _POSITIONS + r" (?:mediastinum|cardiomediastinum|mediastinal silhouette|pericardial silhouette)",
         r"\b(?:bone|bony|osseous|diaphragm(?:atic)?|hemidiaphragm|pleural|lung|soft tissue|spine|spinal|aortic|"
         r"tracheal|hilar|breast|rib|vertebral|abdominal|pulmonary|costophrenic)s? contours?\b",  # mrg
+        r"\b(?:shift|deviation|displacement) of the (?:heart and (?:the )?)?mediastinum\b",  # mrg: position, not size
     ),
-    "Lung Lesion": (r"\bcalcified nodul", r"\bmassengale\b", r"\bsoft tissue mass"),
+    "Lung Lesion": (r"\bcalcified nodul", r"\bmassengale\b", r"\bsoft tissue mass",
+                    r"\blumpectom"),  # mrg: a lumpectomy is a breast operation, not a lump
     "Lung Opacity": (r"\bpleural scar", r"\bpleural[- ]?parenchymal scar", r"\bpleuro-?(?:parenchymal|pericardial) scar"),
     "Pleural Effusion": (r"\bpericardial effusion",),
+    "Pleural Other": (r"\bcystic fibrosis\b",),  # mrg: a disease of the airways, not pleural fibrosis
     "Edema": (r"\bsoft[- ]tissue (?:edema|swelling)",),  # mrg: not pulmonary edema
     "Pneumonia": (r"\bgranulomatous (?:infection|disease)",),  # mrg: healed granulomas, not pneumonia
     # mrg: a broken device is not a bone fracture
@@ -257,11 +273,13 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "Support Devices": (
         r"\bplate-?like\b",  # mrg: "platelike atelectasis"
-        r"\b(?:septal|kerley b?|b) lines\b",  # mrg: interstitial lines, not devices
+        r"\b(?:septal|kerley b?|b)[- ]lines\b",  # mrg: interstitial lines ("B-lines"), not devices
+        r"\bsuture lines?\b",  # mrg: a surgical suture line
         r"\bline of\b",
         r"\bpleural lines?\b",  # mrg: the visceral pleural line of a pneumothorax
         r"\bmidline\b",
         r"\bskin (?:fold|line)",
+        r"\bbreast (?:prosthes[ie]s|implants?)\b",  # mrg: cosmetic implants, not support devices
     ),
 }
 
@@ -308,6 +326,9 @@ class Cue:
         forward_words: a smaller word limit for the forward scope of a ``both`` cue.
         backward_verbs: how many finite verbs a backward scope may cross (1: "the heart IS normal").
         cross_commas: whether the scope may cross a comma (a comma right before the cue is allowed).
+        backward_stop: if set, a regex; a cue that follows a mention does not reach it when the regex matches
+            between the two ("The cardiac silhouette is enlarged, unchanged": "unchanged" does not hedge the
+            stated enlargement, while "stable enlarged contour" stays hedged, as CheXpert's "amod" rule does).
     """
 
     family: str
@@ -320,6 +341,7 @@ class Cue:
     forward_words: int | None = None
     backward_verbs: int = 1
     cross_commas: bool = True
+    backward_stop: str | None = None
 
 
 _MODAL = r"(?:may|might|could|would|can)"
@@ -343,20 +365,23 @@ CUES: tuple[Cue, ...] = (
         "Left effusion without change."),
     Cue("pseudo", "forward", r"\bgram[- ]negative\b", "gram negative", "Gram-negative pneumonia."),
     # --- pre-negation uncertainty (checked before negation)
-    Cue("pre_uncertain", "forward", r"\bcan ?not (?:entirely |completely |totally |definitely )?(?:exclude|rule out)\b",
+    # any adverb: "cannot entirely / confidently / reliably exclude" (mrg: CheXpert's rule has no adverb slot)
+    Cue("pre_uncertain", "forward", r"\bcan ?not (?:\w+ly )?(?:exclude|rule out)\b",
         "cannot exclude", "Cannot exclude a small effusion."),
-    Cue("pre_uncertain", "forward", r"\b(?:difficult|unable) to (?:exclude|rule out)\b", "difficult to exclude",
-        "Difficult to exclude pneumonia."),
+    # mrg: also after its subject, close by ("pulmonary edema is difficult to entirely exclude")
+    Cue("pre_uncertain", "both", r"\b(?:difficult|unable|hard) to (?:\w+ly )?(?:exclude|rule out)\b",
+        "difficult to exclude", "Pulmonary edema is difficult to entirely exclude.", max_words=1, forward_words=10),
     Cue("pre_uncertain", "forward", r"\bno evidence to rule out\b", "no evidence to rule out",
         "No evidence to rule out pneumothorax."),
     Cue("pre_uncertain", "forward", r"\bno new (?:areas? of |foci of |focus of )?", "no new", "No new consolidation."),
-    Cue("pre_uncertain", "backward", r"\b(?:can ?not|could not|may not|not) (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)\b",
+    Cue("pre_uncertain", "backward", r"\b(?:can ?not|could not|may not|not) (?:be )?(?:\w+ly )?(?:excluded|ruled out)\b",
         "not excluded", "Pneumonia is not excluded."),
     # --- uncertainty phrases that start with "not" (they must win over the negation "not seen")
-    Cue("uncertain", "backward", r"\bnot (?:well |clearly |optimally |adequately )?(?:visualized|evaluated|assessed|appreciated)\b",
+    Cue("uncertain", "backward", r"\bnot (?:(?:well|clearly|optimally|adequately)[- ])?(?:visualized|evaluated|assessed|appreciated)\b",
         "not well seen", "The left costophrenic effusion is not well visualized."),
-    Cue("uncertain", "backward", r"\bnot (?:well|clearly) (?:seen|demonstrated)\b", "not clearly seen",
-        "The nodule is not clearly seen."),
+    # "not well-seen" is hyphenated as often as not
+    Cue("uncertain", "backward", r"\bnot (?:well|clearly)[- ](?:seen|demonstrated)\b", "not clearly seen",
+        "The nodule is not well-seen on today's study."),
     # --- negation
     Cue("negation", "both", r"\bno longer\b(?: (?:seen|visualized|present|evident|identified|noted|demonstrated|visible|apparent)\b)?",
         "no longer", "The effusion is no longer seen."),
@@ -382,10 +407,15 @@ CUES: tuple[Cue, ...] = (
         "The cardiomediastinal silhouette is within normal limits for size and contour."),
     # "normal size and contour": the dimension words are part of the cue (so "contour" is not a finding),
     # and the cue reaches its subject before it or, close by, after it ("normal size of the heart").
-    Cue("negation", "both", _NORMAL + r"(?: (?:in|for|of))? " + _DIMENSION + _DIMENSIONS_MORE + r"(?: of)?\b",
+    # "... leads show normal size and configuration of the cardiac silhouette": with "of", the subject follows
+    Cue("negation", "forward", _NORMAL + r"(?: (?:in|for|of))? " + _DIMENSION + _DIMENSIONS_MORE + r" of\b",
+        "normal size of", "Normal size and configuration of the cardiac silhouette.", max_words=3),
+    Cue("negation", "both", _NORMAL + r"(?: (?:in|for|of))? " + _DIMENSION + _DIMENSIONS_MORE + r"\b",
         "normal size", "Heart and mediastinum of normal size and contour.", forward_words=3),
     # "normal" is predicative ("the heart is normal") when no noun follows it, attributive ("normal heart
     # size") when one does, and both when "and" follows ("is normal and stable silhouette")
+    # mrg: "heart size normal in LV contour" negates both sides, as "normal and" does
+    Cue("negation", "both", _NORMAL + r"(?= in\b)", "normal in", "Heart size normal in LV contour.", forward_words=3),
     Cue("negation", "backward", _NORMAL + r"(?= *(?:$|[,.;:]|(?:for|limits|overall|except|without|with|but)\b))"
         r"|" + _AFTER_VERB + _NORMAL, "is normal", "The heart is normal."),
     Cue("negation", "both", _NORMAL + r"(?= and\b)", "normal and", "Normal and stable cardiac silhouette.", max_words=6),
@@ -407,13 +437,17 @@ CUES: tuple[Cue, ...] = (
     # "pneumonia is suspected": predicative when nothing but punctuation or a conjunction follows
     Cue("uncertain", "backward", r"\b(?:suspected|questioned|possible|favou?red|considered)(?= *(?:$|[,.;:]|(?:and|but|or)\b))",
         "is suspected", "Pneumonia is suspected."),
-    Cue("uncertain", "forward", r"\b(?:possible|possibly|probable|probably|presumabl[ey]|presumed|suspect(?:ed)?|suspicious(?: for| of)?|equivocal|indeterminate|uncertain)\b",
+    # mrg: "maybe" is CheXpert's ("maybe due to"), "perhaps" says the same
+    Cue("uncertain", "forward", r"\b(?:possible|possibly|probable|probably|presumabl[ey]|presumed|suspect(?:ed)?|suspicious(?: for| of)?|equivocal|indeterminate|uncertain|maybe|perhaps|possibilit(?:y|ies)(?: of)?)\b",
         "possible", "Possible small effusion."),
     Cue("uncertain", "forward", r"\b(?:concern(?:ing)?|suspicion|worrisome|worry) (?:for|of)\b", "concern for",
         "Opacity concerning for pneumonia."),
-    Cue("uncertain", "forward", r"\b(?:question(?:able|ably)?|suggestion)(?: of)?\b", "question of", "Question small effusions."),
-    # bare "suggest" is left out: "no pleural line to suggest pneumothorax" is a negation
-    Cue("uncertain", "forward", r"\bsuggestive of\b|\bsuggest(?:s|ing)\b", "suggestive of", "Findings suggestive of edema."),
+    Cue("uncertain", "forward", r"\b(?:question(?:able|ably|ed)?|suggestion)(?: of)?\b", "question of", "Question small effusions."),
+    # "no pleural line to suggest pneumothorax" stays a negation: the "no X to suggest" cue above swallows its "suggest"
+    Cue("uncertain", "forward", r"\bsuggestive of\b|\bsuggest(?:s|ing)?\b", "suggestive of", "Findings suggestive of edema."),
+    # the cue starts at "differential" (looking back for "in the"): "in" is too common a word to trigger on
+    Cue("uncertain", "backward", r"(?<=\bin the )differential(?: diagnosis)?\b", "in the differential",
+        "Pneumonia is in the differential."),
     Cue("uncertain", "forward", r"\b(?:differential|ddx)(?: diagnosis)?(?: includes?| of)?\b", "differential",
         "Differential diagnosis includes pneumonia."),
     Cue("uncertain", "forward", r"\b(?:correlat\w+|clinical correlation)(?: clinically)? (?:for|with)(?: signs?| symptoms?| evidence)?(?: of)?\b",
@@ -436,7 +470,7 @@ CUES: tuple[Cue, ...] = (
     # stable/unchanged cardiomediastinal silhouette, heart size ... (after negation: "stable normal heart size" is negative)
     Cue("uncertain", "both", r"\b(?:stable|unchanged|not changed|similar to (?:the )?(?:prior|previous|comparison)(?: \w+)?)\b",
         "stable silhouette", "Stable cardiomediastinal silhouette.", max_words=4, target=SILHOUETTE_WORDS,
-        cross_commas=False),
+        cross_commas=False, backward_stop=r"\benlarg"),
     Cue("uncertain", "both", r"\bborderline(?: (?:enlarged|enlargement|large|prominent))?\b", "borderline",
         "Borderline heart size.", target=HEART_SIZE_WORDS),
 )
@@ -454,7 +488,7 @@ TRIGGER_WORDS = (
     "correlating", "clinical", "favor", "favour", "favored", "favoured", "favors", "favours", "favoring",
     "favouring", "consider", "considered", "secondary", "less", "obscuring", "obscures", "obscuration", "obscured",
     "questioned", "poorly", "incompletely", "suboptimally", "versus", "vs", "stable", "unchanged", "similar",
-    "borderline", "maintained", "preserved", "evaluation", "assessment",
+    "borderline", "maintained", "preserved", "evaluation", "assessment", "hard", "maybe", "perhaps", "possibility", "possibilities",
 )
 
 # Words that end a cue's scope. CheXpert's dependency patterns stop at clause boundaries; these are

@@ -175,6 +175,87 @@ def test_labels_a_thousand_reports_quickly() -> None:
     assert per_second > 500, f"{per_second:.0f} reports/s"  # 2,000+ on a quiet core; loose for shared CI
 
 
+# ---------------------------------------------------------------- long reports: bounded work, no wall clock
+
+
+def _long_report(min_chars: int) -> tuple[str, list[str]]:
+    """The hand-written fixture reports that end a sentence, repeated in order until min_chars are reached."""
+    pieces = [clean_report(r) for _, r, _ in ALL_CASES if r.endswith(".") and not r.lower().startswith("impression")]
+    out: list[str] = []
+    size = 0
+    while size < min_chars:
+        piece = pieces[len(out) % len(pieces)]
+        out.append(piece)
+        size += len(piece) + 1
+    return " ".join(out), out
+
+
+def test_a_200_kb_report_is_labelled_as_its_sentences_are() -> None:
+    """Each mention of a long report is decided within its sentence: explain() of the whole equals the
+    concatenation of explain() of its pieces, offsets shifted (so nothing in the whole text leaks in)."""
+    text, pieces = _long_report(200_000)
+    expected = []
+    offset = 0
+    for piece in pieces:
+        expected += [(m.observation, m.text, m.start + offset, m.end + offset, m.sentence, m.label, m.rule, m.cue)
+                     for m in explain(piece)]
+        offset += len(piece) + 1
+    got = [(m.observation, m.text, m.start, m.end, m.sentence, m.label, m.rule, m.cue) for m in explain(text)]
+    assert len(got) > 5000
+    assert got == expected
+
+
+def test_a_long_sentence_costs_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report without periods is one sentence; each mention may only try the cues close to it.
+
+    Counts the cue-scope checks (labeler._covers) for a 100 KB and a 200 KB one-sentence report: twice the text
+    must cost about twice the checks, and a bounded number per mention (trying every cue of the sentence for
+    every mention, as labeler 1.0 did, makes both grow with the square of the length).
+    """
+    calls = 0
+    real_covers = labeler._covers
+
+    def counting_covers(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real_covers(*args, **kwargs)
+
+    monkeypatch.setattr(labeler, "_covers", counting_covers)
+    chunk = "no effusion; possible small atelectasis; mild cardiomegaly with xxxx opacity; "
+    counts = []
+    for size in (100_000, 200_000):
+        calls = 0
+        text = chunk * (size // len(chunk)) + "stable."
+        mentions = explain(text)
+        assert len(split_sentences(clean_report(text))) == 1
+        counts.append((calls, len(mentions)))
+    (calls_small, mentions_small), (calls_large, mentions_large) = counts
+    assert mentions_large >= 1.9 * mentions_small
+    assert calls_large <= 2.1 * calls_small, counts
+    assert calls_large <= 20 * mentions_large, counts  # 3.5 per mention here; 1.0 made 190 at 10 KB
+    # and the labels stay those of the short sentence: each chunk's words are negated / hedged / positive alike
+    assert label_report(text) == label_report(chunk + "stable.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a\nb\n", "a\r\nb", "a\rb\r", '"one\ntwo",\n"x\r\ny"\r\n', "\n\n\r\n", "no newline", "", '"open\n'],
+)
+def test_csv_lines_split_as_open_newline_empty_does(text: str) -> None:
+    """read_reports_csv feeds csv.reader one line at a time instead of an io.StringIO copy of the file."""
+    import csv
+    import io
+
+    def parse(lines):
+        reader = csv.reader(lines)
+        try:
+            return [(row, reader.line_num) for row in reader]
+        except csv.Error as err:
+            return ("error", str(err), reader.line_num)
+
+    assert parse(labeler._csv_lines(text)) == parse(io.StringIO(text, newline=""))
+
+
 # ---------------------------------------------------------------- reference tier: real IU X-ray reports vs MeSH
 
 

@@ -32,13 +32,36 @@ BatchFn = Callable[[torch.nn.Module, dict[str, Any], int], list[Any]]
 """``fn(model, batch, batch_seed) -> one output per item`` (e.g. generated reports)."""
 
 
+def _has_accelerator() -> bool:
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+
+
+def check_sharding_supported() -> None:
+    """Refuse an FSDP or DeepSpeed accelerate config on a machine without GPUs, instead of ignoring it.
+
+    accelerate sets up FSDP and DeepSpeed only on accelerator devices; on CPU processes it would run plain
+    data parallel under the sharded config's name (and DeepSpeed needs CUDA anyway).
+
+    Raises:
+        ConfigError: naming the config in use and the one that works on CPU.
+    """
+    if _has_accelerator():
+        return
+    for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(variable, "false").lower() == "true":
+            raise ConfigError(
+                f"the accelerate config asks for {name}, which accelerate runs on GPUs only (on CPU processes it would "
+                "silently fall back to plain data parallel); on CPU launch with --config_file "
+                "mrg/configs/accelerate/ddp.yaml (gloo), or run on GPUs"
+            )
+
+
 def force_cpu_processes() -> bool:
     """True for several processes on a machine without an accelerator: accelerate then joins them over gloo.
 
     (accelerate treats a torchrun launch as distributed only on a GPU unless told the processes are CPU ones.)
     """
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return not has_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return not _has_accelerator() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def make_accelerator(
@@ -69,6 +92,7 @@ def make_accelerator(
 
     # accelerate keeps its settings in process-wide singletons; start from a clean slate so a second run
     # in the same process (a notebook, a test, generate after train) may use another precision.
+    check_sharding_supported()
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     kwargs: dict[str, Any] = {}

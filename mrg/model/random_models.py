@@ -181,11 +181,16 @@ def materialize(spec: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    import torch
+
     try:
-        if kind in LLM_KINDS:
-            _build_llm(tmp, fields)
-        else:
-            _build_encoder(tmp, kind, fields)
+        # building seeds torch's generator; the caller's state is kept, so a model found in the cache and one
+        # built here leave the caller's random draws (e.g. a projector's initial weights) identical
+        with torch.random.fork_rng(devices=[]):
+            if kind in LLM_KINDS:
+                _build_llm(tmp, fields)
+            else:
+                _build_encoder(tmp, kind, fields)
         (tmp / "mrg-random.json").write_text(json.dumps({"spec": spec, "kind": kind, "fields": fields}, indent=2))
         try:
             os.replace(tmp, target)

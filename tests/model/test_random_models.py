@@ -74,3 +74,17 @@ def test_tokenizer_is_a_small_radiology_bpe() -> None:
 def test_every_kind_is_known() -> None:
     assert {"vit", "swin", "resnet", "convnext", "dinov2", "clip", "siglip"} <= set(ENCODER_KINDS)
     assert {"llama", "llama-chat"} <= set(LLM_KINDS)
+
+
+def test_building_a_random_model_leaves_the_callers_random_state(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from mrg.model.random_models import materialize
+
+    monkeypatch.setenv("MRG_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(5)
+    materialize("random:vit?hidden_size=24")  # built here
+    built = torch.rand(3)
+    torch.manual_seed(5)
+    materialize("random:vit?hidden_size=24")  # found in the cache
+    assert torch.equal(torch.rand(3), built)

@@ -693,7 +693,7 @@ _MEDIASTINUM = {"mild": ("The superior mediastinum is mildly widened.", "Mild wi
                          "The mediastinum is mildly widened."),
                 "marked": ("The mediastinum is markedly widened.", "Marked widening of the superior mediastinum.",
                            "The superior mediastinum is markedly widened.")}
-_MEDIASTINUM_HEDGED = ("Possible mild widening of the mediastinum.", "Questionable widening of the superior mediastinum.")
+_MEDIASTINUM_HEDGED = ("Possible mild widening of the mediastinum.", "Questionable mild widening of the superior mediastinum.")
 _FRACTURE = {"displaced": ("Acute displaced fracture of the {side} {nth} posterior rib.",
                            "There is a displaced fracture of the {side} {nth} rib.",
                            "{Side} {nth} posterior rib fracture with mild displacement."),
@@ -705,7 +705,8 @@ _FRACTURE = {"displaced": ("Acute displaced fracture of the {side} {nth} posteri
 _THICKENING = {"mild": ("Mild {side} apical pleural thickening.", "{Side} apical pleural thickening.",
                         "There is mild {side} apical pleural thickening."),
                "moderate": ("Moderate {side} apical pleural thickening.", "There is moderate {side} apical pleural thickening."),
-               "minimal": ("Possible {side} apical pleural thickening.", "Questionable {side} apical pleural thickening.")}
+               "minimal": ("Possible minimal {side} apical pleural thickening.",
+                           "Questionable minimal {side} apical pleural thickening.")}
 # Label-free sentences about distractors; each was checked against mrg's labeler (no mention of any observation).
 _DISTRACTOR_WORDS = {
     "ecg_electrodes": ("ECG electrodes overlie the chest.", "External monitoring electrodes project over the chest."),

@@ -6,11 +6,11 @@ a big heart, tubes with airspace disease) that let a model guess one finding fro
 the same format, anatomy and drawing primitives and changes what is sampled, drawn and written:
 
 * **More findings per study**: an abnormal study has 1 to 5 findings (2 to 4 typical) drawn from eleven
-  kinds, six more than the easy set (atelectasis, edema, widened mediastinum, rib fracture, apical pleural
-  thickening, and opacity next to consolidation), covering 13 of the 14 CheXpert observations.
+  kinds, five more than the easy set (atelectasis, edema, widened mediastinum, rib fracture, apical pleural
+  thickening), covering 13 of the 14 CheXpert observations; opacity and consolidation may co-occur.
 * **Side, size and severity on every finding**, visible in the image and stated in the report: per-side
   effusion sizes ("small right and moderate left pleural effusions"), lesion diameters in mm or cm, heart
-  size grades a few hundredths of cardiothoracic ratio apart, edema from vascular congestion to severe,
+  size grades 0.005-0.015 of cardiothoracic ratio apart, edema from vascular congestion to severe,
   displaced, healing or nondisplaced rib fractures at a stated rib.
 * **Finer differences**: smaller and fainter nodules, subtler opacities and fluid, a heart at the "upper
   limits of normal" (labelled 0) between normal and borderline (-1) and mild cardiomegaly (1).
@@ -94,7 +94,7 @@ _KIND_WEIGHTS = np.asarray([1.0, 1.0, 0.7, 0.9, 0.8, 0.9, 0.9, 0.8, 0.6, 0.7, 0.
 _FINDING_COUNTS, _FINDING_COUNT_WEIGHTS = (1, 2, 3, 4, 5), (0.1, 0.25, 0.3, 0.2, 0.15)
 HEDGE_RATE = 0.2
 
-# Cardiothoracic ratio per grade: neighbouring grades are 0.005-0.02 apart (the easy set's are 0.02-0.035).
+# Cardiothoracic ratio per grade: neighbouring grades are 0.005-0.015 apart (the easy set's 0.015-0.035).
 _CTR = {"normal": (0.40, 0.48), "upper-normal": (0.485, 0.505), "borderline": (0.51, 0.53), "mild": (0.545, 0.575),
         "moderate": (0.59, 0.63), "severe": (0.645, 0.70)}
 _EFFUSION_HEIGHT = {"trace": (0.06, 0.08), "small": (0.13, 0.18), "moderate": (0.26, 0.34), "large": (0.45, 0.58)}

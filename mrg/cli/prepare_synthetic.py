@@ -63,10 +63,10 @@ def synthetic_cmd(
     normal_fraction: Annotated[float, typer.Option("--normal-fraction", help="Share of studies without pathology.",
                                                    rich_help_panel=_PANEL_DATA)] = 0.35,
     difficulty: Annotated[str, typer.Option(
-        "--difficulty", help="easy: the default set (a few findings, big differences; every reasonable model reaches "
-        "its ceiling). hard: 1-5 findings per study with side, size and severity, finer differences, hedged and "
-        "negated phrasing, distractors (granulomas, nipple and breast shadows, skin folds, ECG electrodes, rotated "
-        "films) and no co-occurrence to guess from, so that methods separate. See docs/synthetic.md.",
+        "--difficulty", help="easy: the default set (a few findings, big differences). hard: 1-5 findings per study "
+        "with side, size and severity, finer differences, hedged and negated phrasing, distractors (granulomas, "
+        "nipple and breast shadows, skin folds, ECG electrodes, rotated films) and no co-occurrence to guess "
+        "from, built to leave room between methods. See docs/synthetic.md.",
         rich_help_panel=_PANEL_DATA)] = "easy",
     workers: Annotated[int | None, typer.Option("--workers", help="Processes rendering images (default: up to 4 "
                                                 "for 1,000+ images); the output does not depend on it.")] = None,
@@ -76,7 +76,7 @@ def synthetic_cmd(
 
     Free-text reports (FINDINGS, plus IMPRESSION in sections) in varied radiology phrasing, and the true
     CheXpert-14 labels of every study. Needs no download. The output has the same format as 'mrg prepare iu-xray'.
-    --difficulty hard makes a harder set on which methods separate. See docs/synthetic.md.
+    --difficulty hard makes a harder set that leaves room between methods. See docs/synthetic.md.
     """
     from mrg.data.sources.synthetic import prepare_synthetic
 

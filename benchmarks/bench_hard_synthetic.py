@@ -33,7 +33,7 @@ findings per abnormal study, the largest correlation (phi) between the presence 
 in abnormal studies, the share of studies with each distractor, how many label vectors mrg's labeler reads
 back exactly from the reports, and report length and vocabulary after R2Gen's cleaning.
 
-About an hour on 2 cores (the CNNs are most of it). Other processes change the time, not the figures:
+About 80 minutes on 2 cores (77 measured; the pooled CNN is most of it). Other processes change the time, not the figures:
 with the same seeds, torch version and thread count the scores are the same.
 """
 

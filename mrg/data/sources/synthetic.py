@@ -556,9 +556,10 @@ def _frontal_heart(x: np.ndarray, y: np.ndarray, cases: Sequence[SyntheticCase],
 class _Film:
     """One view of a batch before exposure: the attenuation map and the geometry that later layers draw on.
 
-    ``att`` and every array in ``maps`` are (B, S, S) float32; ``maps`` holds the patient coordinates
-    (``x``, ``y``) and the soft masks a view computed (lung, air, fluid, body, ...), so the hard set's
-    extra structures sit on the same anatomy without recomputing it.
+    ``att`` is (B, S, S) float32; ``maps`` holds the patient coordinates (``x``, ``y``) and the soft masks the
+    view computed (lung, air, fluid, body, ...) as (B, S, S) arrays, and per-study levels (apex, lateral wall,
+    dome tops) as (B, 1, 1) columns, so the hard set's extra structures sit on the same anatomy without
+    recomputing it.
     """
 
     batch: _Batch

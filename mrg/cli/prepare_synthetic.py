@@ -62,6 +62,12 @@ def synthetic_cmd(
                                        "X-ray protocol: 0.7,0.1,0.2).", rich_help_panel=_PANEL_DATA)] = "0.7,0.1,0.2",
     normal_fraction: Annotated[float, typer.Option("--normal-fraction", help="Share of studies without pathology.",
                                                    rich_help_panel=_PANEL_DATA)] = 0.35,
+    difficulty: Annotated[str, typer.Option(
+        "--difficulty", help="easy: the default set (a few findings, big differences). hard: 1-5 findings per study "
+        "with side, size and severity, finer differences, hedged and negated phrasing, distractors (granulomas, "
+        "nipple and breast shadows, skin folds, ECG electrodes, rotated films) and no co-occurrence to guess "
+        "from, built to leave room between methods. See docs/synthetic.md.",
+        rich_help_panel=_PANEL_DATA)] = "easy",
     workers: Annotated[int | None, typer.Option("--workers", help="Processes rendering images (default: up to 4 "
                                                 "for 1,000+ images); the output does not depend on it.")] = None,
     force: ForceOpt = False,
@@ -69,13 +75,15 @@ def synthetic_cmd(
     """Generate the synthetic dataset: chest films whose visible structures encode findings, reports and true labels.
 
     Free-text reports (FINDINGS, plus IMPRESSION in sections) in varied radiology phrasing, and the true
-    CheXpert-14 labels of every study. Needs no download. The output has the same format as 'mrg prepare iu-xray'. See docs/synthetic.md.
+    CheXpert-14 labels of every study. Needs no download. The output has the same format as 'mrg prepare iu-xray'.
+    --difficulty hard makes a harder set that leaves room between methods. See docs/synthetic.md.
     """
     from mrg.data.sources.synthetic import prepare_synthetic
 
     ratios = parse_split(split)
     with make_progress() as progress:
         record = prepare_synthetic(out, n=n, seed=seed, image_size=image_size, views=views, split=ratios,
-                                   normal_fraction=normal_fraction, force=force, workers=workers, progress=progress)
+                                   normal_fraction=normal_fraction, difficulty=difficulty, force=force,
+                                   workers=workers, progress=progress)
     print_prepare_summary(record, out, skipped=bool(record.get("skipped")))
     print_prevalence(record)

@@ -21,6 +21,20 @@ def test_prepare_synthetic_prints_summary_and_prevalence(run_cli, tmp_path: Path
     assert again.exit_code == 0 and "already prepared" in again.stdout
 
 
+def test_difficulty_hard_is_recorded_and_described_in_help(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "hard"
+    result = run_cli("prepare", "synthetic", "--out", out, "--n", "16", "--image-size", "48", "--difficulty", "hard")
+    assert result.exit_code == 0, result.output
+    assert "Atelectasis" in result.stdout and "Fracture" in result.stdout  # findings only the hard set draws
+    ds = load_prepared_dataset(out)
+    assert ds.info["source"]["difficulty"] == "hard" and ds.info["protocol"]["difficulty"] == "hard"
+    assert all(s.id.startswith("synth-hard-") for s in ds.studies)
+    again = run_cli("prepare", "synthetic", "--out", out, "--n", "16", "--image-size", "48")
+    assert again.exit_code == 1 and "difficulty: 'hard' here vs 'easy' now" in again.stderr
+    text = run_cli("prepare", "synthetic", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--difficulty" in text and "distractors" in text
+
+
 def test_split_views_and_force(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "synth"
     args = ("prepare", "synthetic", "--out", out, "--n", "10", "--views", "1", "--split", "0.6,0.2,0.2", "--image-size", "48")
@@ -43,6 +57,7 @@ def test_split_views_and_force(run_cli, tmp_path: Path) -> None:
         (("--seed", "-2"), "--seed -2"),
         (("--normal-fraction", "2"), "--normal-fraction 2"),
         (("--workers", "0"), "--workers 0"),
+        (("--difficulty", "medium"), "--difficulty medium"),
         (("--n", "many"), "--n"),
     ],
 )

@@ -4,6 +4,7 @@ and images whose pixels show the findings (measured on the arrays, with counterf
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections import Counter
@@ -83,6 +84,43 @@ def test_a_study_depends_only_on_seed_and_index() -> None:
         batch = render(large, 64, 5)
         for i in range(len(large)):
             assert np.array_equal(batch[i], render(large[i : i + 1], 64, 5)[0]), (render.__name__, i)
+
+
+def _digest(root: Path, suffixes: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != STAMP_NAME and path.name.endswith(suffixes):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# sha256 of a small easy set, computed with the generator as it was before --difficulty existed (commit 3a32d29,
+# numpy 2.4.6, CPython 3.11, x86-64) by prepare_synthetic(out, n=16, seed=3, image_size=64) and _digest above:
+# the hard set must not change a byte of the easy one.
+_EASY_TEXT_SHA256 = "abeeaa884f6fe56960076f28d5842481111d172dd3803afb589403ff2a80eb75"  # annotation.json, studies.jsonl
+_EASY_PNG_SHA256 = "7dba491ac18276423de1170cc3cd25b73a8689fd23afda1947a9fa508a284e74"  # the 32 PNGs
+_EASY_PINNED_NUMPY = "2.4"
+
+
+def test_easy_set_is_byte_identical_to_the_generator_before_difficulty(tmp_path: Path) -> None:
+    record = prepare_synthetic(tmp_path / "ds", n=16, seed=3, image_size=64)
+    assert record["source"]["difficulty"] == "easy" and record["protocol"]["difficulty"] == "easy"
+    assert _digest(tmp_path / "ds", (".json", ".jsonl")) == _EASY_TEXT_SHA256
+    if not np.__version__.startswith(_EASY_PINNED_NUMPY + "."):
+        pytest.skip(f"pixel digest pinned with numpy {_EASY_PINNED_NUMPY}; float32 maths may differ in numpy {np.__version__}")
+    assert _digest(tmp_path / "ds", (".png",)) == _EASY_PNG_SHA256
+
+
+def test_easy_folder_prepared_before_difficulty_existed_is_still_accepted(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    prepare_synthetic(out, n=8, seed=1, image_size=48)
+    stamp = json.loads((out / STAMP_NAME).read_text())
+    del stamp["source"]["difficulty"]  # what the generator wrote before --difficulty existed
+    (out / STAMP_NAME).write_text(json.dumps(stamp))
+    assert prepare_synthetic(out, n=8, seed=1, image_size=48)["skipped"] is True
+    with pytest.raises(OutputDirError, match="difficulty: None here vs 'hard' now"):
+        prepare_synthetic(out, n=8, seed=1, image_size=48, difficulty="hard")
 
 
 def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
@@ -192,6 +230,7 @@ def test_split_counts() -> None:
         ({"split": (0.8, 0.3, -0.1)}, "--split 0.8,0.3,-0.1"),
         ({"normal_fraction": 1.5}, "--normal-fraction 1.5"),
         ({"workers": 0}, "--workers 0"),
+        ({"difficulty": "medium"}, "--difficulty medium"),
     ],
 )
 def test_bad_options_raise_before_writing(tmp_path: Path, options: dict, match: str) -> None:

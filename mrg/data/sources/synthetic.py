@@ -19,6 +19,11 @@ run the whole pipeline anywhere. Three stages, each a pure function of ``(seed, 
    CheXpert-style rule labeler reads from it, so the vector is both the truth of the image and what the
    text says (1.0 present, -1.0 hedged, 0.0 explicitly negated, blank when not mentioned).
 
+``difficulty="hard"`` (``mrg prepare synthetic --difficulty hard``) makes the harder set of
+:mod:`mrg.data.sources.synthetic_hard` instead: more findings per study with side, size and severity,
+finer differences, hedged and negated phrasing, distractors, and no co-occurrence to guess from. It reuses
+the anatomy and drawing here; ``easy`` (the default) is this module's generator, unchanged.
+
 Image coordinates: ``x`` runs from -1 (image left) to 1 (image right), ``y`` from -1 (top) to 1 (bottom).
 Frontal films are PA, so the patient's right is on the image's left.
 """
@@ -35,17 +40,18 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
-from mrg.data.prepared import SPLITS, STAMP_NAME, Study, prepare_output_dir, write_prepared_dataset
+from mrg.data.prepared import MARKER_NAME, SPLITS, STAMP_NAME, Study, prepare_output_dir, write_prepared_dataset
 from mrg.errors import ConfigError
 from mrg.files import read_json
 
 __all__ = [
     "DEFAULT_SPLIT",
+    "DIFFICULTIES",
     "GENERATOR_VERSION",
     "SyntheticCase",
     "compose_report",
@@ -62,6 +68,7 @@ __all__ = [
 # Bump when sampling, rendering or phrasing changes, so a folder made by another version is not mistaken for this one.
 GENERATOR_VERSION = 1
 DEFAULT_SPLIT: tuple[float, float, float] = (0.7, 0.1, 0.2)
+DIFFICULTIES: tuple[str, ...] = ("easy", "hard")
 VIEW_NAMES: tuple[str, ...] = ("PA", "lateral")
 CHUNK = 8  # studies rendered together; fixed so a study's pixels never depend on n or on the worker count
 
@@ -80,6 +87,7 @@ class SyntheticCase:
     patient: dict[str, float]
     findings: list[dict[str, Any]]
     devices: list[dict[str, Any]]
+    difficulty: ClassVar[str] = "easy"
 
     @property
     def id(self) -> str:
@@ -267,9 +275,25 @@ def _add_lesion(rng: np.random.Generator, patient: dict[str, float], findings: l
                      "spots": spots})
 
 
-def sample_cases(n: int, seed: int, *, normal_fraction: float = 0.35, start: int = 0) -> list[SyntheticCase]:
-    """The cases of studies ``start .. start + n - 1`` for ``seed`` (a study depends only on seed and index)."""
+def sample_cases(n: int, seed: int, *, normal_fraction: float = 0.35, start: int = 0,
+                 difficulty: str = "easy") -> list[SyntheticCase]:
+    """The cases of studies ``start .. start + n - 1`` for ``seed`` (a study depends only on seed and index).
+
+    ``difficulty="hard"`` gives :class:`~mrg.data.sources.synthetic_hard.HardCase` objects, which
+    :func:`render_frontal`, :func:`render_lateral` and :func:`compose_report` accept as well.
+    """
+    if difficulty == "hard":
+        from mrg.data.sources.synthetic_hard import sample_hard_cases
+
+        return list(sample_hard_cases(n, seed, normal_fraction=normal_fraction, start=start))
     return [_sample_case(i, seed, normal_fraction) for i in range(start, start + n)]
+
+
+def _is_hard(cases: Sequence[SyntheticCase]) -> bool:
+    kinds = {case.difficulty for case in cases}
+    if len(kinds) > 1:
+        raise ValueError("a batch mixes easy and hard synthetic cases; render them separately")
+    return kinds == {"hard"}
 
 
 # ============================================================================================== rendering
@@ -528,10 +552,39 @@ def _frontal_heart(x: np.ndarray, y: np.ndarray, cases: Sequence[SyntheticCase],
     return np.maximum(np.maximum(ra, lv), block)
 
 
+@dataclass
+class _Film:
+    """One view of a batch before exposure: the attenuation map and the geometry that later layers draw on.
+
+    ``att`` is (B, S, S) float32; ``maps`` holds the patient coordinates (``x``, ``y``) and the soft masks the
+    view computed (lung, air, fluid, body, ...) as (B, S, S) arrays, and per-study levels (apex, lateral wall,
+    dome tops) as (B, 1, 1) columns, so the hard set's extra structures sit on the same anatomy without
+    recomputing it.
+    """
+
+    batch: _Batch
+    noise: dict[str, np.ndarray]
+    att: np.ndarray
+    edge: float
+    maps: dict[str, np.ndarray]
+
+    def expose(self) -> np.ndarray:
+        """The 8-bit film, (B, S, S) uint8."""
+        return _expose(self.att, self.batch, self.noise["pixel"])
+
+
 def render_frontal(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.ndarray:
-    """PA chest films for a batch of cases, as a (B, size, size) uint8 array."""
+    """PA chest films for a batch of cases (all easy or all hard), as a (B, size, size) uint8 array."""
+    if _is_hard(cases):
+        from mrg.data.sources.synthetic_hard import render_frontal_hard
+
+        return render_frontal_hard(cases, size, seed)  # type: ignore[arg-type]
+    return _frontal_film(cases, size, seed).expose()
+
+
+def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: int = _STREAM_FRONTAL) -> _Film:
     batch = _Batch(cases)
-    noise = _draw_noise(cases, seed, _STREAM_FRONTAL, size)
+    noise = _draw_noise(cases, seed, stream, size)
     edge = max(3.0 / size, 0.02)
     x, y = _grid(size, batch.col("scale"), batch.col("rotation_deg"), batch.col("shift_x"), batch.col("shift_y"))
     ax = np.abs(x)
@@ -617,7 +670,10 @@ def render_frontal(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     _draw_lesions(att, batch, x, y, edge, depth_axis=False)
     _draw_airspace(att, batch, x, y, air, noise, edge, frontal=True)
     _draw_devices(att, batch, x, y, edge, frontal=True, dome_l=dome_l)
-    return _expose(att, batch, noise["pixel"])
+    maps = {"x": x, "y": y, "ax": ax, "right": right, "lateral": lateral, "apex": apex, "dome_r": dome_r,
+            "dome_l": dome_l, "dome": dome, "body": body, "dense": dense, "lung": lung, "air": air, "fluid": fluid,
+            "thorax": thorax}
+    return _Film(batch, noise, att, edge, maps)
 
 
 def _effusion(ax: np.ndarray, y: np.ndarray, right: np.ndarray, lateral: np.ndarray, dome_r: np.ndarray,
@@ -822,8 +878,16 @@ def _draw_devices(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, 
 
 def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.ndarray:
     """Lateral chest films (anterior on the image's left) with the same findings, as (B, size, size) uint8."""
+    if _is_hard(cases):
+        from mrg.data.sources.synthetic_hard import render_lateral_hard
+
+        return render_lateral_hard(cases, size, seed)  # type: ignore[arg-type]
+    return _lateral_film(cases, size, seed).expose()
+
+
+def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: int = _STREAM_LATERAL) -> _Film:
     batch = _Batch(cases)
-    noise = _draw_noise(cases, seed, _STREAM_LATERAL, size)
+    noise = _draw_noise(cases, seed, stream, size)
     edge = max(3.0 / size, 0.02)
     x, y = _grid(size, batch.col("scale"), batch.col("lateral_rotation_deg"), batch.col("lateral_shift_x"),
                  batch.col("shift_y"))
@@ -909,7 +973,9 @@ def render_lateral(cases: Sequence[SyntheticCase], size: int, seed: int) -> np.n
     _draw_lesions(att, batch, x, y, edge, depth_axis=True)
     _draw_airspace(att, batch, x, y, air, noise, edge, frontal=False)
     _draw_devices(att, batch, x, y, edge, frontal=False, dome_l=top + _F32(0.1))
-    return _expose(att, batch, noise["pixel"])
+    maps = {"x": x, "y": y, "top": top, "body": body, "cage": cage, "lung": lung, "air": air, "fluid": fluid,
+            "dense": dense, "anterior": anterior}
+    return _Film(batch, noise, att, edge, maps)
 
 
 # ============================================================================================== reporting
@@ -1200,6 +1266,10 @@ def compose_report(case: SyntheticCase, seed: int) -> tuple[str, str, dict[str, 
     The phrasing is random (its own stream, so it never changes the images) but every sentence is true of
     the image, and the labels are what a CheXpert-style rule labeler reads from the findings text.
     """
+    if case.difficulty == "hard":
+        from mrg.data.sources.synthetic_hard import compose_hard_report
+
+        return compose_hard_report(case, seed)  # type: ignore[arg-type]
     rng = np.random.default_rng([seed, case.index, _STREAM_TEXT])
     abnormal = [_finding_sentence(rng, f) for f in case.findings] + [_device_sentence(rng, d) for d in case.devices]
     normal = _normal_sentences(rng, case)
@@ -1283,11 +1353,18 @@ def _device_words(device: dict[str, Any]) -> str:
 def findings_in_words(study: Study | SyntheticCase | dict[str, Any]) -> list[str]:
     """The true findings of a synthetic study in words, e.g. ``["small left pleural effusion"]``.
 
-    Accepts a prepared ``Study`` (its ``extra``), a ``SyntheticCase`` or the ``extra`` dict. A study without
-    pathology starts with ``"normal"``; devices follow the findings. Used by the demo's side-by-side view.
+    Accepts a prepared ``Study`` (its ``extra``), a ``SyntheticCase`` or the ``extra`` dict, of either
+    difficulty. A study without pathology starts with ``"normal"``; devices follow the findings. Used by the
+    demo's side-by-side view.
     """
+    from mrg.data.sources import synthetic_hard
+
     if isinstance(study, Study):
         study = study.extra
+    if not isinstance(study, SyntheticCase) and study.get("difficulty") == "hard":
+        study = synthetic_hard.HardCase.from_extra(study)
+    if isinstance(study, synthetic_hard.HardCase):
+        return synthetic_hard.hard_findings_in_words(study)
     case = study if isinstance(study, SyntheticCase) else SyntheticCase.from_extra(study)
     words = _finding_words(case, detail=True)
     if not words:
@@ -1321,11 +1398,11 @@ def _image_paths(case_id: str, views: int) -> list[str]:
 
 
 def generate_studies(n: int, seed: int, *, views: int = 2, split: Sequence[float] = DEFAULT_SPLIT,
-                     normal_fraction: float = 0.35) -> list[Study]:
+                     normal_fraction: float = 0.35, difficulty: str = "easy") -> list[Study]:
     """The studies (reports, labels, splits, image paths) of a synthetic dataset, without rendering images."""
     splits = _assign_splits(n, seed, split)
     studies = []
-    for case in sample_cases(n, seed, normal_fraction=normal_fraction):
+    for case in sample_cases(n, seed, normal_fraction=normal_fraction, difficulty=difficulty):
         findings, impression, labels = compose_report(case, seed)
         studies.append(Study(
             id=case.id, split=splits[case.index], report=findings, image_paths=_image_paths(case.id, views),
@@ -1362,14 +1439,14 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 
 
 def _render_chunk(out_dir: str, seed: int, start: int, stop: int, size: int, views: int, normal_fraction: float,
-                  overwrite: bool) -> int:
+                  overwrite: bool, difficulty: str = "easy") -> int:
     """Render and write the images of studies ``start .. stop - 1``; returns how many images were written.
 
     A top-level function so worker processes can run it. Chunks whose images all exist are skipped unless
     ``overwrite`` (a resumed run only redoes unfinished chunks; pixels are deterministic either way).
     """
     root = Path(out_dir)
-    cases = sample_cases(stop - start, seed, normal_fraction=normal_fraction, start=start)
+    cases = sample_cases(stop - start, seed, normal_fraction=normal_fraction, start=start, difficulty=difficulty)
     paths = [[root / p for p in _image_paths(c.id, views)] for c in cases]
     if not overwrite and all(p.is_file() for row in paths for p in row):
         return 0
@@ -1402,7 +1479,9 @@ def _label_counts(studies: Sequence[Study]) -> dict[str, dict[str, dict[str, int
 
 
 def _check_options(n: int, seed: int, image_size: int, views: int, split: Sequence[float], normal_fraction: float,
-                   workers: int | None) -> tuple[float, float, float]:
+                   workers: int | None, difficulty: str = "easy") -> tuple[float, float, float]:
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"--difficulty {difficulty}: must be one of {', '.join(DIFFICULTIES)} (default easy)")
     if n < 1:
         raise ConfigError(f"--n {n}: the number of studies must be at least 1")
     if seed < 0:
@@ -1439,6 +1518,23 @@ def _images_digest(root: Path, studies: Sequence[Study]) -> str:
     return digest.hexdigest()
 
 
+def _claimed_source(root: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """The source to claim ``root`` with: ``source``, or the record of an easy folder made before ``difficulty`` existed.
+
+    Such a folder holds exactly what the easy generator writes today (the same bytes), so it is accepted as
+    the same dataset instead of being refused for a missing key; a run that finishes it records ``difficulty``.
+    """
+    if source["difficulty"] != "easy":
+        return source
+    stamp, marker = root / STAMP_NAME, root / MARKER_NAME
+    recorded = stamp if stamp.is_file() else marker if marker.is_file() else None
+    if recorded is None:
+        return source
+    previous = read_json(recorded).get("source")
+    legacy = {key: value for key, value in source.items() if key != "difficulty"}
+    return previous if previous == legacy else source
+
+
 def prepare_synthetic(
     out_dir: str | os.PathLike[str],
     *,
@@ -1448,6 +1544,7 @@ def prepare_synthetic(
     views: int = 2,
     split: Sequence[float] = DEFAULT_SPLIT,
     normal_fraction: float = 0.35,
+    difficulty: str = "easy",
     force: bool = False,
     workers: int | None = None,
     progress: Any = None,
@@ -1464,7 +1561,10 @@ def prepare_synthetic(
         image_size: side of the square PNGs in pixels (findings are drawn to be visible at 128).
         views: 2 writes a frontal (``0.png``) and a lateral (``1.png``) view per study, like IU X-ray; 1 only the frontal.
         split: train/val/test fractions (R2Gen's IU X-ray protocol is 70/10/20), assigned by a seeded shuffle.
-        normal_fraction: share of studies without pathology (they may still carry a device).
+        normal_fraction: share of studies without pathology (they may still carry a device, and in the
+            hard set distractors).
+        difficulty: ``easy`` (the default set, unchanged) or ``hard`` (see :mod:`mrg.data.sources.synthetic_hard`);
+            recorded in the source and protocol records, so a folder of one difficulty is never reused for the other.
         force: redo a finished dataset.
         workers: processes rendering images in parallel (default: up to 4 for 1,000+ images, else 1);
             the pixels do not depend on it.
@@ -1478,17 +1578,21 @@ def prepare_synthetic(
         ConfigError: an option value is out of range (the message names the option).
         OutputDirError: ``out_dir`` holds something else (another dataset, other options, foreign files).
     """
-    split = _check_options(n, seed, image_size, views, split, normal_fraction, workers)
+    split = _check_options(n, seed, image_size, views, split, normal_fraction, workers, difficulty)
     root = Path(out_dir)
+    version = GENERATOR_VERSION
+    if difficulty == "hard":
+        from mrg.data.sources.synthetic_hard import HARD_GENERATOR_VERSION as version
     source = {"kind": "synthetic", "n": n, "seed": seed, "image_size": image_size, "views": views,
-              "split": list(split), "normal_fraction": normal_fraction, "generator_version": GENERATOR_VERSION}
-    state = prepare_output_dir(root, source, force=force)
+              "split": list(split), "normal_fraction": normal_fraction, "difficulty": difficulty,
+              "generator_version": version}
+    state = prepare_output_dir(root, _claimed_source(root, source), force=force)
     if state == "complete":
         return {**read_json(root / STAMP_NAME), "skipped": True}
 
-    studies = generate_studies(n, seed, views=views, split=split, normal_fraction=normal_fraction)
+    studies = generate_studies(n, seed, views=views, split=split, normal_fraction=normal_fraction, difficulty=difficulty)
     chunks = [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-    jobs = [(str(root), seed, a, b, image_size, views, normal_fraction, force) for a, b in chunks]
+    jobs = [(str(root), seed, a, b, image_size, views, normal_fraction, force, difficulty) for a, b in chunks]
     workers = workers or _default_workers(n * views)
     task = progress.add_task("rendering images", total=n * views) if progress is not None else None
     if workers == 1 or len(jobs) == 1:
@@ -1516,7 +1620,8 @@ def prepare_synthetic(
         "image_size": image_size,
         "views": views,
         "normal_fraction": normal_fraction,
-        "generator_version": GENERATOR_VERSION,
+        "difficulty": difficulty,
+        "generator_version": version,
         "label_counts": _label_counts(studies),
     }
     images = {"placed": True, "format": "png", "mode": "L", "size": image_size,

@@ -155,7 +155,7 @@ def predict(
         ``{"index", "id", "prediction", "reference"}`` per item (reference None when the batch has no
         ``reports``), in the order of ``indices``.
     """
-    from accelerate.utils import DistributedType, gather_object, send_to_device
+    from accelerate.utils import gather_object, send_to_device
 
     from mrg.console import make_progress
 
@@ -165,16 +165,7 @@ def predict(
     loader = DataLoader(Subset(dataset, mine), batch_size=gen_cfg.batch_size, collate_fn=collate_fn, num_workers=num_workers)
     num_batches = len(loader)
     unwrapped = accelerator.unwrap_model(model)
-    if accelerator.distributed_type == DistributedType.FSDP:
-        # FSDP gathers parameters collectively in every forward: all processes must run as many batches,
-        # and transformers must keep every process decoding until all are done (synced_gpus), which it
-        # does for modules it sees as FSDP-managed; accelerate's fully_shard does not mark the LLM so.
-        num_runs = math.ceil(math.ceil(len(order) / accelerator.num_processes) / gen_cfg.batch_size)
-        llm = getattr(getattr(unwrapped, "llm", None), "model", None)
-        if llm is not None:
-            llm._is_fsdp_managed_module = True
-    else:
-        num_runs = num_batches
+    num_runs = _batches_to_run(accelerator, unwrapped, len(order), gen_cfg.batch_size, num_batches)
     was_training = unwrapped.training
     unwrapped.eval()
     rows: list[dict[str, Any]] = []
@@ -206,6 +197,22 @@ def predict(
     gathered = gather_object(rows) if accelerator.num_processes > 1 else rows
     position = {index: rank for rank, index in enumerate(order)}
     return sorted(gathered, key=lambda row: position[row["index"]])
+
+
+def _batches_to_run(accelerator: Accelerator, unwrapped: torch.nn.Module, num_items: int, batch_size: int,
+                    num_batches: int) -> int:
+    """Batches this process runs: its own, or under FSDP as many as the process with the most."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return num_batches
+    # FSDP gathers parameters collectively in every forward: all processes must run as many batches,
+    # and transformers must keep every process decoding until all are done (synced_gpus), which it
+    # does for modules it sees as FSDP-managed; accelerate's fully_shard does not mark the LLM so.
+    llm = getattr(getattr(unwrapped, "llm", None), "model", None)
+    if llm is not None:
+        llm._is_fsdp_managed_module = True
+    return math.ceil(math.ceil(num_items / accelerator.num_processes) / batch_size)
 
 
 def is_sharded(accelerator: Accelerator) -> bool:

@@ -197,6 +197,21 @@ class _Window:
     samples: int = 0
 
 
+@dataclass
+class _Running:
+    """What the loop accumulates between optimizer steps and log lines."""
+
+    loss_sum: torch.Tensor
+    tokens: torch.Tensor
+    window: _Window
+    step_started: float
+    micro_count: int = 0
+
+    def restart_window(self) -> None:
+        self.window = _Window(time.perf_counter())
+        self.step_started = self.window.started
+
+
 def fit(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -217,11 +232,9 @@ def fit(
     step, epoch, skip = start.step, start.epoch, start.skip
     trainable = [p for p in model.parameters() if p.requires_grad]
     task = progress.add_task("training", total=plan.total_steps, completed=step)
-    window = _Window(time.perf_counter())
-    step_started = window.started
-    loss_sum = torch.zeros((), device=accelerator.device)
-    tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-    micro_count = 0
+    now = time.perf_counter()
+    run = _Running(torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device, dtype=torch.long),
+                   _Window(now), now)
     model.train()
     while step < plan.total_steps:
         batch_in_epoch, skip_now, skip = skip, skip, 0
@@ -229,56 +242,63 @@ def fit(
             with accelerator.accumulate(model):
                 output = model(batch)
                 accelerator.backward(output.loss)
-            loss_sum += output.loss.detach().float()
-            tokens += output.num_target_tokens
-            micro_count += 1
+            run.loss_sum += output.loss.detach().float()
+            run.tokens += output.num_target_tokens
+            run.micro_count += 1
             batch_in_epoch += 1
             if not accelerator.sync_gradients:
                 continue
-
-            # ---- one optimizer step over the gradients of `micro_count` micro-batches per process
-            loss_value, norm_value = _clip_and_check(accelerator, trainable, loss_sum / micro_count, plan)
-            if not math.isfinite(loss_value) or (plan.check_grad_norm and not math.isfinite(norm_value) and plan.max_grad_norm > 0):
-                raise hooks.non_finite(loss_value, norm_value, step + 1, epoch)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss, lr, norm = _optimizer_step(accelerator, trainable, optimizer, scheduler, run, plan, hooks, step, epoch)
             step += 1
-            now = time.perf_counter()
-            result.history.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
-                                   "seconds": now - step_started})
-            step_started = now
-            window.losses.append(loss_value)
-            window.samples += micro_count * plan.items_per_micro_batch
-            loss_sum.zero_()
-            micro_count = 0
-            progress.update(task, completed=step, description=f"epoch {epoch + 1}  loss {loss_value:.4f}")
-
-            # ---- log, validate, save
-            end_of_epoch = batch_in_epoch >= plan.batches_per_epoch
-            last = step >= plan.total_steps
-            if step % plan.log_every == 0 or last:
-                global_tokens = int(accelerator.reduce(tokens, reduction="sum").item())
-                tokens.zero_()
-                _log_step(hooks, window, step, plan.total_steps, epoch, lr, norm_value, global_tokens)
-                window = _Window(time.perf_counter())
-            wants_val = plan.val_every != -1 and (
-                (plan.val_every > 0 and step % plan.val_every == 0) or (plan.val_every == 0 and end_of_epoch) or last
-            )
-            if wants_val or (plan.save_every > 0 and step % plan.save_every == 0) or last:
-                record = hooks.validate(step, epoch + int(end_of_epoch)) if wants_val else None
-                if record is not None:
-                    result.validations.append(record)
-                result.last_checkpoint = hooks.save(step, epoch, batch_in_epoch, record, loss_value)
-                window = _Window(time.perf_counter())  # time spent validating and saving is not throughput
-                step_started = window.started
-            if last:
+            result.history.append({"step": step, "loss": loss, "lr": lr, "grad_norm": norm,
+                                   "seconds": time.perf_counter() - run.step_started})
+            run.step_started = time.perf_counter()
+            progress.update(task, completed=step, description=f"epoch {epoch + 1}  loss {loss:.4f}")
+            _log_validate_save(accelerator, run, plan, hooks, result, step, epoch, batch_in_epoch, lr, norm, loss)
+            if step >= plan.total_steps:
                 break
         if batch_in_epoch >= plan.batches_per_epoch:
             epoch += 1
     result.step, result.epoch = step, epoch
     return result
+
+
+def _optimizer_step(accelerator: Accelerator, trainable: list[torch.nn.Parameter], optimizer: Any, scheduler: Any,
+                    run: _Running, plan: LoopPlan, hooks: Hooks, step: int, epoch: int) -> tuple[float, float, float]:
+    """One optimizer step over the gradients of ``run.micro_count`` micro-batches per process: (loss, lr, grad norm)."""
+    loss, norm = _clip_and_check(accelerator, trainable, run.loss_sum / run.micro_count, plan)
+    if not math.isfinite(loss) or (plan.check_grad_norm and not math.isfinite(norm) and plan.max_grad_norm > 0):
+        raise hooks.non_finite(loss, norm, step + 1, epoch)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    run.window.losses.append(loss)
+    run.window.samples += run.micro_count * plan.items_per_micro_batch
+    run.loss_sum.zero_()
+    run.micro_count = 0
+    return loss, lr, norm
+
+
+def _log_validate_save(accelerator: Accelerator, run: _Running, plan: LoopPlan, hooks: Hooks, result: LoopResult,
+                       step: int, epoch: int, batch_in_epoch: int, lr: float, norm: float, loss: float) -> None:
+    """After step ``step``: a log line every ``plan.log_every`` steps, validation and checkpoints when they are due."""
+    end_of_epoch = batch_in_epoch >= plan.batches_per_epoch
+    last = step >= plan.total_steps
+    if step % plan.log_every == 0 or last:
+        global_tokens = int(accelerator.reduce(run.tokens, reduction="sum").item())
+        run.tokens.zero_()
+        _log_step(hooks, run.window, step, plan.total_steps, epoch, lr, norm, global_tokens)
+        run.window = _Window(time.perf_counter())
+    wants_val = plan.val_every != -1 and (
+        (plan.val_every > 0 and step % plan.val_every == 0) or (plan.val_every == 0 and end_of_epoch) or last
+    )
+    if wants_val or (plan.save_every > 0 and step % plan.save_every == 0) or last:
+        record = hooks.validate(step, epoch + int(end_of_epoch)) if wants_val else None
+        if record is not None:
+            result.validations.append(record)
+        result.last_checkpoint = hooks.save(step, epoch, batch_in_epoch, record, loss)
+        run.restart_window()  # time spent validating and saving is not throughput
 
 
 def _clip_and_check(accelerator: Accelerator, trainable: list[torch.nn.Parameter], mean_loss: torch.Tensor,

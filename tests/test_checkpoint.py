@@ -190,3 +190,22 @@ def test_accelerate_configs_pass_accelerates_own_launch_validation(name) -> None
         deepspeed = yaml.safe_load(text)["deepspeed_config"]
         assert args.use_deepspeed and int(args.zero_stage) == 2 and set(deepspeed) <= known
         assert deepspeed["gradient_accumulation_steps"] == 1  # = train.grad_accum_steps of the presets
+
+
+@pytest.mark.parametrize(("stage", "method"), [(1, "mrg-llm"), (2, "two-stage")])
+def test_a_0_1_checkpoint_config_loads_as_a_method(tmp_path: Path, stage: int, method: str) -> None:
+    """mrg 0.1.0 wrote model.stage; it became the two-stage method (a stage-2 run trained every part)."""
+    import yaml
+
+    from mrg.checkpoint import checkpoint_stage, load_checkpoint_config
+    from mrg.config import config_to_dict, load_config
+
+    data = config_to_dict(load_config("tiny"))
+    del data["model"]["method"], data["method"], data["stages"]
+    data["model"]["stage"] = stage
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_checkpoint_config(tmp_path)
+    assert cfg.model.method == method
+    if stage == 2:
+        assert cfg.method.finetune_also == ["encoder", "projector", "promptbook"]
+        assert checkpoint_stage({}, cfg) == "finetune"

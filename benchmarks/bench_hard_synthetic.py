@@ -5,7 +5,7 @@ exactly what ``mrg prepare synthetic --difficulty D`` writes: the same generator
 memory) and these predictors of the test studies' CheXpert-14 labels, scored with mrg's CE micro-F1
 (``ce_f1``: 1.0 is positive, -1.0 / 0.0 / blank negative), from weakest to strongest:
 
-* **most-frequent report**: the training split's most frequent report (``mrg.demo.most_frequent_report``,
+* **most-frequent report**: the training split's most frequent report (``mrg.baselines.most_frequent_report``,
   as the demo's baseline), labelled by mrg's labeler, predicted for every test study;
 * **best constant labels**: the label vector that maximises micro-F1 on the training split (the top-k most
   prevalent observations, k chosen on train): the best any model can do from label priors alone;
@@ -53,10 +53,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mrg.baselines import most_frequent_report  # noqa: E402
 from mrg.data.chexpert import OBSERVATIONS  # noqa: E402
 from mrg.data.sources.synthetic import CHUNK, generate_studies, render_frontal, render_lateral, sample_cases  # noqa: E402
 from mrg.data.text import normalize_report  # noqa: E402
-from mrg.demo import most_frequent_report  # noqa: E402
 from mrg.metrics.clinical import clinical_efficacy, per_observation_table  # noqa: E402
 from mrg.metrics.labeler import label_reports  # noqa: E402
 

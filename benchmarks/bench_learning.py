@@ -26,18 +26,15 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-from mrg.checkpoint import load_checkpoint_config, load_meta, resolve_checkpoint
+from mrg.baselines import most_frequent_report, nearest_neighbour_predictions
 from mrg.config import LMConfig, build_config, load_config
-from mrg.data.dataset import collate_studies, dataset_from_config
 from mrg.data.prepared import load_prepared_dataset
 from mrg.data.sources.synthetic import prepare_synthetic
-from mrg.demo import FULL, most_frequent_report
+from mrg.demo import FULL
 from mrg.domain_lm import train_report_lm
 from mrg.evaluate import make_scorer, run_evaluation
 from mrg.files import write_json_atomic, write_jsonl_atomic
-from mrg.generate import checkpoint_model, generate_reports
+from mrg.generate import generate_reports
 from mrg.recipes.train import train
 
 METRICS = [("bleu_4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("ce_f1", "CE micro-F1")]
@@ -53,37 +50,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "promptbook-wise-novis": ("promptbook-wise, prompt only (no visual tokens)",
                               ["model.promptbook.mode=promptbook-wise", "model.visual_tokens=false"]),
 }
-
-
-@torch.no_grad()
-def pooled_features(model, cfg, split: str) -> tuple[list[str], torch.Tensor]:
-    """(ids, (N, C) L2-normalised mean-pooled encoder tokens) of one split."""
-    dataset = dataset_from_config(cfg, split, image_settings=model.image_settings)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, collate_fn=collate_studies)
-    ids, chunks = [], []
-    for batch in loader:
-        tokens, mask = model.encoder(batch["pixel_values"], batch["view_mask"])  # (B, M, C)
-        if mask is not None:
-            tokens = tokens * mask[..., None]
-            pooled = tokens.sum(1) / mask.sum(1, keepdim=True)
-        else:
-            pooled = tokens.mean(1)
-        ids += batch["ids"]
-        chunks.append(torch.nn.functional.normalize(pooled.float(), dim=-1))
-    return ids, torch.cat(chunks)
-
-
-def nearest_neighbour_predictions(run_dir: Path, data_dir: Path) -> list[dict[str, str]]:
-    """Each test study gets the report of its most similar training image under the trained encoder."""
-    step_dir = resolve_checkpoint(run_dir, prefer="best")
-    cfg = load_checkpoint_config(step_dir)
-    model, _, _ = checkpoint_model(step_dir, cfg, load_meta(step_dir))
-    model.eval()
-    train_ids, train_features = pooled_features(model, cfg, "train")
-    test_ids, test_features = pooled_features(model, cfg, "test")
-    reports = {s.id: s.report_clean for s in load_prepared_dataset(data_dir).split("train")}
-    best = (test_features @ train_features.T).argmax(dim=1)  # (N_test,)
-    return [{"id": tid, "prediction": reports[train_ids[int(j)]]} for tid, j in zip(test_ids, best, strict=True)]
 
 
 def evaluate(predictions: Path, out_dir: Path, data_dir: Path, eval_cfg) -> dict[str, float]:
@@ -129,7 +95,7 @@ def main() -> None:
             results.setdefault(name, []).append(evaluate(predictions, run_dir / "eval", data_dir, eval_cfg))
             if key == "promptbook-wise":
                 nn_path = run_dir / "nearest_neighbour.jsonl"
-                write_jsonl_atomic(nn_path, nearest_neighbour_predictions(run_dir, data_dir))
+                write_jsonl_atomic(nn_path, nearest_neighbour_predictions(run_dir, data_dir))  # the trained encoder
                 results.setdefault("nearest-neighbour report (trained encoder)", []).append(
                     evaluate(nn_path, run_dir / "eval_nn", data_dir, eval_cfg)
                 )

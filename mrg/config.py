@@ -621,7 +621,8 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> Any:
+def read_config_file(path: Path) -> Any:
+    """A YAML config file's contents; every failure is one ConfigError naming the file (and line and column)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -809,7 +810,7 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
         ConfigError: unknown preset, file, method or key (with suggestions), wrong value types, inconsistent
             values; every problem found, in one message.
     """
-    data = _read_yaml(resolve_config_source(source)) if source else {}
+    data = read_config_file(resolve_config_source(source)) if source else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level of a config file must be a mapping of sections")
     problems: list[str] = []

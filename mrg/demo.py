@@ -16,12 +16,12 @@ Everything is written under the output folder; ``demo.json`` summarises timings 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrg.baselines import most_frequent_report
 from mrg.config import LMConfig, build_config, load_config
 from mrg.console import console
 from mrg.data.chexpert import OBSERVATIONS
@@ -74,27 +74,6 @@ class DemoResult:
     report_html: Path | None = None
     method: str = "mrg-llm"
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def most_frequent_report(studies: list[Study]) -> str:
-    """The training split's most frequent normalised report.
-
-    Ties (in the synthetic set every report is unique) go to the report whose CheXpert label vector
-    is the most frequent among training reports, then to the shortest, then to the first.
-    """
-    from mrg.metrics.labeler import label_reports
-
-    texts = [s.report_clean for s in studies]
-    counts = Counter(texts)
-    top = max(counts.values())
-    candidates = [t for t in dict.fromkeys(texts) if counts[t] == top]
-    if len(candidates) == 1:
-        return candidates[0]
-    labels = label_reports([s.report for s in studies])
-    keys = [tuple(sorted(lab.items())) for lab in labels]
-    key_counts = Counter(keys)
-    key_of = dict(zip(texts, keys, strict=True))
-    return min(candidates, key=lambda t: (-key_counts[key_of[t]], len(t), texts.index(t)))
 
 
 def _pick_examples(test: list[Study], predictions: dict[str, str]) -> list[dict[str, Any]]:

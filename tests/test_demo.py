@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mrg.baselines import most_frequent_report
 from mrg.data.prepared import Study
-from mrg.demo import FAST, FULL, _pick_examples, most_frequent_report
+from mrg.demo import FAST, FULL, _pick_examples
 
 
 def _study(i: int, report: str, labels: dict[str, float], clean: str | None = None) -> Study:

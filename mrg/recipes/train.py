@@ -173,13 +173,15 @@ class TrainRecipe:
             self._write_run_record()
         for stage in self.plan:
             folder = stage_dir(self.run_dir, stage.name, multi_stage=multi)
-            if self.stage_name is None and len(self.plan) > 1 and is_finished(folder):
+            cfg = stage_config(self.cfg, stage.name)
+            may_skip = (self.stage_name is None and len(self.plan) > 1) or str(self.resume) == "auto"
+            if may_skip and finished_with_schedule(folder, cfg):
                 info(f"stage {stage.name}: finished before (last checkpoint {read_pointer(folder, 'last')}); skipped")
                 results.append(_finished_result(stage, folder))
                 continue
             if multi:
                 info(f"stage {stage.name} of {self.method.name}: {stage.summary}")
-            recipe = StageRecipe(self.method, stage, stage_config(self.cfg, stage.name), folder,
+            recipe = StageRecipe(self.method, stage, cfg, folder,
                                  resume=self.resume, scorer=self.scorer, init_from=self._init_source(stage))
             recipe.setup()
             results.append(recipe.run())
@@ -206,6 +208,19 @@ class TrainRecipe:
         record["stages"] = [s.name for s in self.method.stages]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_run_record(self.run_dir, record)
+
+
+def finished_with_schedule(folder: Path, cfg: RunConfig) -> bool:
+    """A stage folder whose last checkpoint is its final step under the same schedule (``train.epochs``,
+    ``train.max_steps``) as ``cfg``: training it again would do nothing. A longer schedule is not finished."""
+    if not is_finished(folder):
+        return False
+    last = pointer_target(folder, "last")
+    try:
+        done = load_checkpoint_config(last)  # type: ignore[arg-type]
+    except CheckpointError:
+        return False
+    return (done.train.epochs, done.train.max_steps) == (cfg.train.epochs, cfg.train.max_steps)
 
 
 def _is_main() -> bool:

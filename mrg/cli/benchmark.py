@@ -22,6 +22,8 @@ def benchmark_cmd(
                        show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Reuse a folder made with another benchmark config.")] = False,
+    screenshot: Annotated[bool, typer.Option("--screenshot", help="Also write leaderboard.png as headless Chromium "
+                                             "renders the page (needs Chromium).")] = False,
 ) -> None:
     """Train every system for every seed on every dataset, score them and the baselines, write a leaderboard.
 
@@ -35,3 +37,7 @@ def benchmark_cmd(
     record = run_benchmark(bench, out, force=force)
     console.print(render_markdown(record), soft_wrap=True)
     console.print(f"leaderboard: {out / 'leaderboard.html'} (and .md, .csv, .json); {record['seconds']:.0f} s", soft_wrap=True)
+    if screenshot:
+        from mrg.viewer.browser import screenshot as take
+
+        console.print(f"screenshot: {take(out / 'leaderboard.html')}", soft_wrap=True)

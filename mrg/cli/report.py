@@ -32,6 +32,8 @@ def report_cmd(
     thumbnail_size: Annotated[int, typer.Option("--thumbnail-size", help="Longer side of each thumbnail in pixels.")] = 96,
     views: Annotated[int, typer.Option("--views", help="Thumbnails per study (IU X-ray studies have two views).")] = 2,
     no_images: Annotated[bool, typer.Option("--no-images", help="Leave the image column out (a smaller file).")] = False,
+    screenshot: Annotated[bool, typer.Option("--screenshot", help="Also write OUT.png as headless Chromium renders the "
+                                             "page (needs Chromium, e.g. apt-get install chromium).")] = False,
 ) -> None:
     """Write one self-contained HTML report: metrics with intervals, training curves, a per-study table.
 
@@ -52,3 +54,7 @@ def report_cmd(
         parts.append(f"{result.thumbnails} thumbnails" + (f", {result.missing_images} images missing" if result.missing_images else ""))
     console.print(f"[bold]report[/bold]: {', '.join(parts)}")
     info(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
+    if screenshot:
+        from mrg.viewer.browser import screenshot as take
+
+        info(f"wrote {take(result.path)}")

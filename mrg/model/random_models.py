@@ -177,7 +177,7 @@ def materialize(spec: str) -> Path:
     kind, fields = parse_spec(spec)
     key = json.dumps({"kind": kind, "fields": fields, "recipe": RECIPE_VERSION}, sort_keys=True)
     target = cache_root() / hashlib.sha256(key.encode()).hexdigest()[:16]
-    if (target / "mrg-random.json").is_file():
+    if _complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
@@ -195,13 +195,31 @@ def materialize(spec: str) -> Path:
         try:
             os.replace(tmp, target)
         except OSError:
-            if not (target / "mrg-random.json").is_file():  # a stale partial folder: replace it
+            if not _complete(target):  # a stale partial folder (or one an older mrg left empty): replace it
                 shutil.rmtree(target, ignore_errors=True)
                 os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "mrg-random.json").is_file() and (folder / "config.json").is_file()
+
+
+def _save_model(model: Any, out: Path) -> None:
+    """``save_pretrained`` that writes on every rank.
+
+    transformers 5 writes nothing on ranks other than 0 once ``torch.distributed`` is initialised; each rank
+    builds the cached model in its own temporary folder, so a rank that kept it empty could rename an empty
+    model into the cache (the folder would hold no ``config.json``) and break every later load.
+    """
+    if hasattr(model, "should_save_on_this_rank"):
+        model.should_save_on_this_rank = lambda is_main_process: True  # instance attribute: this object only
+    model.save_pretrained(out)
+    if not (out / "config.json").is_file():
+        raise RuntimeError(f"save_pretrained wrote no config.json into {out}")
 
 
 def _seeded() -> Any:
@@ -246,7 +264,7 @@ def _build_encoder(out: Path, kind: str, fields: dict[str, Any]) -> None:
         mean, std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
     else:  # pragma: no cover - parse_spec checked the kind
         raise ConfigError(f"unknown random encoder kind {kind!r}")
-    model.save_pretrained(out)
+    _save_model(model, out)
     size = fields.get("image_size", 64)
     processor = {"image_mean": mean, "image_std": std, "size": {"height": size, "width": size}, "do_normalize": True}
     (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
@@ -294,5 +312,5 @@ def _build_llm(out: Path, fields: dict[str, Any]) -> None:
     )
     _seeded()
     model = tf.LlamaForCausalLM(config)
-    model.save_pretrained(out)
+    _save_model(model, out)
     tokenizer.save_pretrained(out)

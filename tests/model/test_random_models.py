@@ -88,3 +88,23 @@ def test_building_a_random_model_leaves_the_callers_random_state(tmp_path, monke
     torch.manual_seed(5)
     materialize("random:vit?hidden_size=24")  # found in the cache
     assert torch.equal(torch.rand(3), built)
+
+
+def test_a_rank_other_than_0_writes_a_complete_model(tmp_path, monkeypatch) -> None:
+    """transformers 5 skips save_pretrained's writes on ranks other than 0 (CI caught empty cached models)."""
+    mixin = pytest.importorskip("transformers.distributed.mixin")
+    monkeypatch.setenv("MRG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    for spec in ("random:vit", "random:llama"):
+        folder = materialize(spec)
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file(), spec
+
+
+def test_a_cached_folder_without_its_model_is_rebuilt(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MRG_CACHE_DIR", str(tmp_path))
+    folder = materialize("random:vit")
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors").unlink()
+    assert materialize("random:vit") == folder
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,7 @@ class TrainRecipe:
     def setup(self) -> None:
         """Check the run folder against the method and decide which stages run."""
         method = self.method
+        check_output_dir(self.run_dir)
         record = read_run_record(self.run_dir)
         if record is not None and record.get("method") != method.name:
             raise OutputDirError(f"--out {self.run_dir}: holds a {record.get('method')} run; choose another --out for "
@@ -208,6 +210,27 @@ class TrainRecipe:
         record["stages"] = [s.name for s in self.method.stages]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_run_record(self.run_dir, record)
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """Refuse an ``--out`` that is a file, or where a folder cannot be made, before anything is built.
+
+    Raises:
+        OutputDirError: naming the path and the reason.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputDirError(f"--out {run_dir}: exists and is not a folder; choose another --out")
+    parent = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise OutputDirError(f"--out {run_dir}: {parent} is not a folder; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(f"--out {run_dir}: {parent} is not writable; choose another --out or fix its permissions")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".mrg-write-test-", dir=parent))
+    except OSError as err:
+        raise OutputDirError(f"--out {run_dir}: cannot create folders under {parent} ({err.strerror}); "
+                             "choose another --out") from None
+    probe.rmdir()
 
 
 def finished_with_schedule(folder: Path, cfg: RunConfig) -> bool:

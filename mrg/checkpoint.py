@@ -317,7 +317,8 @@ def load_trainable_weights(step_dir: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(
-            f"{path}: corrupt or truncated ({err}); use another step of the run (e.g. RUN_DIR/last or --resume auto)"
+            f"{path}: corrupt or truncated ({err}); "
+            "use another step of the run, or move this step folder away and --resume auto takes the one before it"
         ) from None
 
 

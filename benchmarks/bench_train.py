@@ -5,8 +5,8 @@
 
 1. Step overhead. ``mrg.trainer.fit`` (the loop ``mrg train`` runs) trains the model for ``--steps`` optimizer steps on one fixed
    batch (the same studies every step, served through its DataLoader from memory); a bare loop
-   (forward, backward, clip, AdamW step, zero_grad; autocast when the preset uses bf16/fp16) trains
-   an identical copy on the identical batch. Per-step wall times after ``--warmup`` steps; the two
+   (a plain DataLoader with the same collate step, forward, backward, clip, AdamW step, zero_grad; autocast
+   when the preset uses bf16/fp16) trains an identical copy on the identical batch. Per-step wall times after ``--warmup`` steps; the two
    alternate ``--repeats`` times so machine load hits both alike. Reported: median step of each and
    their ratio (target <= 1.05).
 2. Data loading: ``ReportDataset`` over a prepared dataset (``--data``, or a synthetic one made here
@@ -113,7 +113,6 @@ def time_mrg_steps(cfg: Any, items: list[dict[str, Any]], run_dir: Path) -> list
 
 def time_bare_steps(cfg: Any, items: list[dict[str, Any]], steps: int) -> list[float]:
     """Per-step wall times of a plain PyTorch loop over the same model, batch and optimizer settings."""
-    from mrg.data.dataset import ReportCollator
     from mrg.methods import get_method
     from mrg.model.trainable import stage_model
     from mrg.optim import build_optimizer
@@ -124,13 +123,17 @@ def time_bare_steps(cfg: Any, items: list[dict[str, Any]], steps: int) -> list[f
     model.train()
     optimizer = build_optimizer(model, cfg.train)
     params = [p for p in model.parameters() if p.requires_grad]
-    batch = ReportCollator(model.tokenizer, cfg.model.max_report_tokens)(items)  # collated (and tokenized) once
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    # the same data work as mrg's loop: a plain DataLoader over the same items with the method's collate step
+    # (reports are tokenized when a batch is collated), so the ratio measures the loop, not the tokenizer
+    collate = method.collate(cfg, method.stages[0], model)
+    loader = iter(torch.utils.data.DataLoader(_SameBatch(items, len(items) * steps), batch_size=len(items),
+                                              collate_fn=collate))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
     times = []
     for _ in range(steps):
         started = time.perf_counter()
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in next(loader).items()}
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(batch).loss
         scaler.scale(loss).backward()

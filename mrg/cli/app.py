@@ -12,9 +12,10 @@ app = typer.Typer(
     name="mrg",
     help=(
         "Radiology report generation with multimodal LLMs.\n\n"
-        "Prepare IU X-ray, MIMIC-CXR or a synthetic set with the field's protocol, train the MRG-LLM method "
-        "(visual encoder + instance-specific prompts + frozen LLM), generate reports and score them exactly "
-        "as the field does."
+        "Prepare IU X-ray, MIMIC-CXR or a synthetic set with the field's protocol, train a method of the "
+        "registry stage by stage (mrg-llm: visual encoder + instance-specific prompts + frozen LLM; two-stage: "
+        "align then LoRA; see 'mrg methods'), generate reports, score them exactly as the field does and "
+        "compare methods over seeds with 'mrg benchmark'."
     ),
     rich_markup_mode="rich",
     no_args_is_help=True,

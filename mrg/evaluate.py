@@ -778,6 +778,33 @@ def run_evaluation(
     prepared = prepare_texts(eval_set.predictions, eval_set.references, cfg.protocol, normalize, cfg.ref_max_tokens)
     read_s = time.perf_counter() - t0
 
+    empty, sanitised = _report_input_counts(prepared, cfg)
+
+    scores = score_texts(prepared, cfg, meteor)
+    scores.timings["read_normalize_s"] = read_s
+    bootstrap_block = _bootstrap_block(scores, cfg) if cfg.bootstrap else None
+    compare_block = _compare(other, prepared, cfg, meteor, normalize, scores) if other is not None else None
+
+    record: dict[str, Any] = dict(scores.metrics)
+    record["protocol"] = _protocol_record(cfg, eval_set, prepared, scores, normalize, empty, sanitised)
+    record["inputs"] = eval_set.sources
+    if bootstrap_block:
+        record["bootstrap"] = bootstrap_block
+    if compare_block:
+        record["compare"] = compare_block
+    scores.timings["total_s"] = time.perf_counter() - total_started
+    record["timings"] = {k: round(v, 3) for k, v in scores.timings.items()}
+    record["provenance"] = provenance()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_per_sample(out_dir / "per_sample.csv", eval_set, prepared, scores)
+    write_text_atomic(out_dir / "metrics.md", render_markdown(record, scores, compare_block))
+    write_json_atomic(out_dir / "metrics.json", record)  # last: its presence means the folder is complete
+    return EvalReport(out_dir=out_dir, record=record, scores=scores, compare=compare_block)
+
+
+def _report_input_counts(prepared: Any, cfg: EvalConfig) -> tuple[int, int]:
+    """Warn about empty predictions and note truncated references: (empty predictions, texts METEOR sanitises)."""
     empty = sum(1 for p in prepared.predictions if not p.strip())
     if empty:
         warn(f"{empty} of {len(prepared.predictions)} predictions are empty (after normalisation); they score 0")
@@ -785,33 +812,31 @@ def run_evaluation(
         info(f"{prepared.truncated} references truncated to {cfg.ref_max_tokens} words (--ref-max-tokens)")
     sanitised = sum(1 for text in [*prepared.predictions, *(r for rs in prepared.references for r in rs)]
                     if "|||" in text or "\n" in text or "\r" in text) if cfg.meteor else 0
+    return empty, sanitised
 
-    scores = score_texts(prepared, cfg, meteor)
-    scores.timings["read_normalize_s"] = read_s
 
-    bootstrap_block = None
-    if cfg.bootstrap:
-        from mrg.metrics.stats import bootstrap
+def _bootstrap_block(scores: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """Percentile-bootstrap intervals of every metric, with how they were computed (``metrics.json``'s bootstrap)."""
+    from mrg.metrics.stats import bootstrap
 
-        t0 = time.perf_counter()
-        intervals = bootstrap(scores.statistics, cfg.bootstrap, cfg.seed, cfg.confidence)
-        scores.timings["bootstrap_s"] = time.perf_counter() - t0
-        bootstrap_block = {
-            "resamples": cfg.bootstrap,
-            "seed": cfg.seed,
-            "confidence": cfg.confidence,
-            "method": "percentile bootstrap over items (all metrics on the same resamples)",
-            "cider_document_frequency": "recomputed on each resample's references (an item drawn twice counts "
-                                        "twice), ref_len = log(resample size): what scoring the resample as a test set gives",
-            "meteor": "pooled from the jar's per-item statistics (no re-alignment)",
-            "intervals": {key: intervals[key].as_dict() for key in scores.metrics if key in intervals},
-        }
+    t0 = time.perf_counter()
+    intervals = bootstrap(scores.statistics, cfg.bootstrap, cfg.seed, cfg.confidence)
+    scores.timings["bootstrap_s"] = time.perf_counter() - t0
+    return {
+        "resamples": cfg.bootstrap,
+        "seed": cfg.seed,
+        "confidence": cfg.confidence,
+        "method": "percentile bootstrap over items (all metrics on the same resamples)",
+        "cider_document_frequency": "recomputed on each resample's references (an item drawn twice counts "
+                                    "twice), ref_len = log(resample size): what scoring the resample as a test set gives",
+        "meteor": "pooled from the jar's per-item statistics (no re-alignment)",
+        "intervals": {key: intervals[key].as_dict() for key in scores.metrics if key in intervals},
+    }
 
-    compare_block = None
-    if other is not None:
-        compare_block = _compare(other, prepared, cfg, meteor, normalize, scores)
 
-    record: dict[str, Any] = dict(scores.metrics)
+def _protocol_record(cfg: EvalConfig, eval_set: EvalSet, prepared: Any, scores: Any, normalize: str | None,
+                     empty: int, sanitised: int) -> dict[str, Any]:
+    """``metrics.json``'s protocol: how every number was computed, and where it deviates from the field."""
     normalization, tokenization = describe_protocol(cfg.protocol, normalize)
     labeler_info = None
     if cfg.clinical:
@@ -820,7 +845,7 @@ def run_evaluation(
         labeler_info = {"name": labeler.LABELER_NAME, "version": labeler.LABELER_VERSION,
                         "labelled_text": "raw texts (before PTB tokenization)" if cfg.protocol == "coco"
                         else "the texts as scored (after normalisation and truncation)"}
-    record["protocol"] = {
+    return {
         "name": cfg.protocol,
         "normalization": normalization,
         "normalize_mode": normalize if cfg.protocol == "r2gen" else None,
@@ -843,20 +868,6 @@ def run_evaluation(
         "packages": package_versions(("pycocoevalcap", "numpy")),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
     }
-    record["inputs"] = eval_set.sources
-    if bootstrap_block:
-        record["bootstrap"] = bootstrap_block
-    if compare_block:
-        record["compare"] = compare_block
-    scores.timings["total_s"] = time.perf_counter() - total_started
-    record["timings"] = {k: round(v, 3) for k, v in scores.timings.items()}
-    record["provenance"] = provenance()
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_per_sample(out_dir / "per_sample.csv", eval_set, prepared, scores)
-    write_text_atomic(out_dir / "metrics.md", render_markdown(record, scores, compare_block))
-    write_json_atomic(out_dir / "metrics.json", record)  # last: its presence means the folder is complete
-    return EvalReport(out_dir=out_dir, record=record, scores=scores, compare=compare_block)
 
 
 def _load_comparison(path: str | Path, eval_set: EvalSet) -> EvalSet:

@@ -71,6 +71,11 @@ LLM_KINDS: dict[str, dict[str, Any]] = {
     },
 }
 LLM_KINDS["llama-chat"] = {**LLM_KINDS["llama"], "chat": True}
+# text encoders (TRRG's image-text pre-training): a BERT with a byte-level BPE tokenizer that pads
+TEXT_KINDS: dict[str, dict[str, Any]] = {
+    "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 128, "vocab_size": 512, "bos": False, "eos": False, "pad": True},
+}
 
 # A Llama-2-like chat template, small enough to read: BOS, the user turn in [INST] ... [/INST].
 CHAT_TEMPLATE = (
@@ -146,7 +151,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """
     body = spec[len(RANDOM_PREFIX) :]
     kind, _, query = body.partition("?")
-    kinds = {**ENCODER_KINDS, **LLM_KINDS}
+    kinds = {**ENCODER_KINDS, **LLM_KINDS, **TEXT_KINDS}
     if kind not in kinds:
         raise ConfigError(f"model spec {spec!r}: unknown random model kind {kind!r}; choose one of {', '.join(sorted(kinds))}")
     fields = dict(kinds[kind])
@@ -189,6 +194,8 @@ def materialize(spec: str) -> Path:
         with torch.random.fork_rng(devices=[]):
             if kind in LLM_KINDS:
                 _build_llm(tmp, fields)
+            elif kind in TEXT_KINDS:
+                _build_text_encoder(tmp, fields)
             else:
                 _build_encoder(tmp, kind, fields)
         (tmp / "mrg-random.json").write_text(json.dumps({"spec": spec, "kind": kind, "fields": fields}, indent=2))
@@ -312,5 +319,16 @@ def _build_llm(out: Path, fields: dict[str, Any]) -> None:
     )
     _seeded()
     model = tf.LlamaForCausalLM(config)
+    _save_model(model, out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_text_encoder(out: Path, fields: dict[str, Any]) -> None:
+    import transformers as tf
+
+    tokenizer = _build_tokenizer(fields)
+    config_fields = {k: v for k, v in fields.items() if k not in ("bos", "eos", "pad", "chat")}
+    _seeded()
+    model = tf.BertModel(tf.BertConfig(**config_fields, pad_token_id=tokenizer.pad_token_id), add_pooling_layer=False)
     _save_model(model, out)
     tokenizer.save_pretrained(out)

@@ -187,6 +187,144 @@ def _claim_output(out_dir: Path, source: dict[str, Any], force: bool) -> dict[st
     return None
 
 
+def _lm_source(data_root: Path, cfg: LMConfig) -> dict[str, Any]:
+    """What identifies an LM: the dataset folder, its studies checksum and the LM settings."""
+    dataset_info = read_json(data_root / "prepare.json")
+    return {
+        "data": str(data_root.resolve()),
+        "data_checksum": dataset_info.get("checksums", {}).get("studies.jsonl"),
+        "config": config_to_dict(cfg),
+    }
+
+
+def _split_heldout(count: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """(held-out, fit) indices: 5% of the training reports are held out to measure how much the LM uses its context."""
+    order = list(range(count))
+    rng.shuffle(order)
+    num_held = max(1, len(order) // 20) if len(order) >= 20 else 0
+    return order[:num_held], order[num_held:]
+
+
+def _check_sequence_length(seqs: Sequences, cfg: LMConfig) -> None:
+    longest = max(len(s) for s in seqs.inputs)
+    if longest > cfg.max_position_embeddings:
+        raise DataError(
+            f"lm.max_position_embeddings ({cfg.max_position_embeddings}) is shorter than the longest training sequence "
+            f"({longest} tokens); raise it or lower lm.max_report_tokens"
+        )
+
+
+def _new_causal_lm(tokenizer: Any, cfg: LMConfig) -> Any:
+    """A freshly initialised Llama-style causal LM sized by ``cfg`` for ``tokenizer``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=cfg.max_position_embeddings,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    )
+
+
+def _tokenizer_and_template(reports: list[str], cfg: LMConfig, rng: random.Random, out_dir: Path) -> tuple[Any, Any]:
+    """The BPE tokenizer trained on the shuffled reports and template text, and the report model's template."""
+    corpus = reports + [cfg.instruction, "Human: <Img></Img> \nAssistant:"]
+    rng.shuffle(corpus)
+    tokenizer = train_tokenizer(corpus, cfg)
+    template = build_template(
+        tokenizer, instruction=cfg.instruction, chat_template="r2gengpt", position=cfg.position, has_prompt=True,
+        model_name=str(out_dir),
+    )
+    return tokenizer, template
+
+
+def _set_generation_config(model: Any, tokenizer: Any) -> None:
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+
+
+def _fit_lm(model: Any, seqs: Sequences, bare: Sequences, pad_id: int, cfg: LMConfig, rng: random.Random) -> list[float]:
+    """Train ``model`` for ``cfg.steps`` steps on random batches of ``seqs`` (with context dropout); the loss per step."""
+    # weight decay on matrices only: biases, norms and the (tied) embedding table are exempt
+    no_decay = {n for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)}
+    optimizer = adamw(model.named_parameters(), no_decay=no_decay, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                      what="the domain LM")
+    scheduler = warmup_cosine(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=0.01)
+
+    losses: list[float] = []
+    model.train()
+    with make_progress() as progress:
+        task = progress.add_task("train-lm", total=cfg.steps)
+        for _ in range(cfg.steps):
+            batch = [rng.randrange(len(seqs.inputs)) for _ in range(cfg.batch_size)]
+            # context dropout: some sequences show the report with an empty image slot
+            rows = [bare if rng.random() < cfg.context_dropout else seqs for _ in batch]
+            inputs = _pad([r.inputs[i] for r, i in zip(rows, batch, strict=True)], pad_id)
+            targets = _pad([r.labels[i] for r, i in zip(rows, batch, strict=True)], IGNORE_INDEX)
+            # right padding after the last real token cannot influence real positions: no mask needed
+            loss = model(input_ids=inputs, labels=targets).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            progress.advance(task)
+    return losses
+
+
+def _lm_record(
+    *, source: dict[str, Any], normalize: str, template: Any, cfg: LMConfig, model: Any, tokenizer: Any,
+    num_fit: int, num_held: int, losses: list[float], heldout_losses: tuple[float, float], started: float,
+) -> dict[str, Any]:
+    """The ``lm.json`` record: where the LM came from, its sizes, losses (held out with and without context), timing."""
+    return {
+        "source": source,
+        "normalize": normalize,
+        "template": template.text,
+        "labeler": {"name": LABELER_NAME, "version": LABELER_VERSION} if cfg.context == "labels" else None,
+        "num_train_reports": num_fit,
+        "num_heldout_reports": num_held,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "final_train_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "heldout_loss_with_context": heldout_losses[0],
+        "heldout_loss_without_context": heldout_losses[1],
+        "seconds": round(time.perf_counter() - started, 1),
+        "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 50)]],
+        "provenance": provenance(),
+    }
+
+
+def _save_lm(out_dir: Path, model: Any, tokenizer: Any, record: dict[str, Any]) -> None:
+    """Write model, tokenizer and stamp to a temporary sibling folder, then rename it to ``out_dir``."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json_atomic(staging / STAMP_NAME, record)  # the stamp goes in last
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; the LM is an ordinary output
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *, force: bool = False) -> LMResult:
     """Train the tokenizer and the causal LM on the train split of a prepared dataset and save them.
 
@@ -203,20 +341,13 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
         DataError: the dataset is missing, unfinished or has no training reports.
         OutputDirError: ``out_dir`` holds something else.
     """
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     from mrg.model.build import quiet_hub_progress
 
     quiet_hub_progress()
 
     data_root, out_dir = Path(data_root), Path(out_dir)
     train, normalize = _studies(data_root, "train")
-    dataset_info = read_json(data_root / "prepare.json")
-    source = {
-        "data": str(data_root.resolve()),
-        "data_checksum": dataset_info.get("checksums", {}).get("studies.jsonl"),
-        "config": config_to_dict(cfg),
-    }
+    source = _lm_source(data_root, cfg)
     existing = _claim_output(out_dir, source, force)
     if existing is not None:
         return LMResult(out_dir, existing, skipped=True)
@@ -228,105 +359,27 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
     labels = label_reports([s.report for s in train]) if cfg.context == "labels" else [{} for _ in train]
     contexts = [context_tags(lab) for lab in labels]
 
-    corpus = reports + [cfg.instruction, "Human: <Img></Img> \nAssistant:"]
-    rng.shuffle(corpus)
-    tokenizer = train_tokenizer(corpus, cfg)
-    template = build_template(
-        tokenizer, instruction=cfg.instruction, chat_template="r2gengpt", position=cfg.position, has_prompt=True,
-        model_name=str(out_dir),
+    tokenizer, template = _tokenizer_and_template(reports, cfg, rng, out_dir)
+
+    def sequences(indices: list[int], with_context: bool) -> Sequences:
+        tags = [contexts[i] if with_context else [] for i in indices]
+        return build_sequences(tokenizer, template, [reports[i] for i in indices], tags, cfg.max_report_tokens)
+
+    held, fit = _split_heldout(len(reports), rng)
+    seqs, bare = sequences(fit, True), sequences(fit, False)
+    _check_sequence_length(seqs, cfg)
+
+    model = _new_causal_lm(tokenizer, cfg)
+    losses = _fit_lm(model, seqs, bare, tokenizer.pad_token_id, cfg, rng)
+
+    loss_with = mean_report_loss(model, sequences(held, True), tokenizer.pad_token_id) if held else float("nan")
+    loss_without = mean_report_loss(model, sequences(held, False), tokenizer.pad_token_id) if held else float("nan")
+    _set_generation_config(model, tokenizer)
+
+    record = _lm_record(
+        source=source, normalize=normalize, template=template, cfg=cfg, model=model, tokenizer=tokenizer,
+        num_fit=len(fit), num_held=len(held), losses=losses, heldout_losses=(loss_with, loss_without), started=started,
     )
-
-    # hold out 5% of the training reports to measure how much the LM uses its context
-    order = list(range(len(reports)))
-    rng.shuffle(order)
-    num_held = max(1, len(order) // 20) if len(order) >= 20 else 0
-    held, fit = order[:num_held], order[num_held:]
-    seqs = build_sequences(tokenizer, template, [reports[i] for i in fit], [contexts[i] for i in fit], cfg.max_report_tokens)
-    bare = build_sequences(tokenizer, template, [reports[i] for i in fit], [[] for _ in fit], cfg.max_report_tokens)
-    longest = max(len(s) for s in seqs.inputs)
-    if longest > cfg.max_position_embeddings:
-        raise DataError(
-            f"lm.max_position_embeddings ({cfg.max_position_embeddings}) is shorter than the longest training sequence "
-            f"({longest} tokens); raise it or lower lm.max_report_tokens"
-        )
-
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_heads,
-            max_position_embeddings=cfg.max_position_embeddings,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
-        )
-    )
-    # weight decay on matrices only: biases, norms and the (tied) embedding table are exempt
-    no_decay = {n for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)}
-    optimizer = adamw(model.named_parameters(), no_decay=no_decay, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      what="the domain LM")
-    scheduler = warmup_cosine(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=0.01)
-
-    losses: list[float] = []
-    model.train()
-    with make_progress() as progress:
-        task = progress.add_task("train-lm", total=cfg.steps)
-        for _ in range(cfg.steps):
-            batch = [rng.randrange(len(seqs.inputs)) for _ in range(cfg.batch_size)]
-            # context dropout: some sequences show the report with an empty image slot
-            rows = [bare if rng.random() < cfg.context_dropout else seqs for _ in batch]
-            inputs = _pad([r.inputs[i] for r, i in zip(rows, batch, strict=True)], tokenizer.pad_token_id)
-            targets = _pad([r.labels[i] for r, i in zip(rows, batch, strict=True)], IGNORE_INDEX)
-            # right padding after the last real token cannot influence real positions: no mask needed
-            loss = model(input_ids=inputs, labels=targets).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            progress.advance(task)
-
-    held_ctx = build_sequences(tokenizer, template, [reports[i] for i in held], [contexts[i] for i in held], cfg.max_report_tokens)
-    held_bare = build_sequences(tokenizer, template, [reports[i] for i in held], [[] for _ in held], cfg.max_report_tokens)
-    loss_with = mean_report_loss(model, held_ctx, tokenizer.pad_token_id) if held else float("nan")
-    loss_without = mean_report_loss(model, held_bare, tokenizer.pad_token_id) if held else float("nan")
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
-
-    record = {
-        "source": source,
-        "normalize": normalize,
-        "template": template.text,
-        "labeler": {"name": LABELER_NAME, "version": LABELER_VERSION} if cfg.context == "labels" else None,
-        "num_train_reports": len(fit),
-        "num_heldout_reports": len(held),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(tokenizer),
-        "final_train_loss": sum(losses[-20:]) / len(losses[-20:]),
-        "heldout_loss_with_context": loss_with,
-        "heldout_loss_without_context": loss_without,
-        "seconds": round(time.perf_counter() - started, 1),
-        "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 50)]],
-        "provenance": provenance(),
-    }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        write_json_atomic(staging / STAMP_NAME, record)  # the stamp goes in last
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; the LM is an ordinary output
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _save_lm(out_dir, model, tokenizer, record)
     info(f"saved the LM to {out_dir}")
     return LMResult(out_dir, record)

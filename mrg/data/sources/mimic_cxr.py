@@ -397,6 +397,38 @@ class BuildResult:
     studies_kept: Counter[str] = field(default_factory=Counter)
 
 
+_Sectioned = tuple[_StudyGroup, dict[str, str], str]
+"""A study group with its report's sections and the chosen section's text."""
+
+
+def _sectioned_groups(
+    groups: list[_StudyGroup], reports: ReportStore, options: MimicOptions, result: BuildResult
+) -> list[_Sectioned]:
+    """The groups whose report has a non-empty chosen section; counts the images left out in ``result``."""
+    kept: list[_Sectioned] = []
+    for group in track(groups, "sectioning reports"):
+        text = reports.get(group.subject_id, group.study_id)
+        if text is None:
+            result.dropped_no_report[group.split] += len(group.dicom_ids)
+            continue
+        sections = extract_sections(text)
+        report = select_report(sections, options.section)
+        if not report:
+            result.dropped_empty_section[group.split] += len(group.dicom_ids)
+            continue
+        kept.append((group, sections, report))
+    return kept
+
+
+def _smallest_studies_per_split(kept: list[_Sectioned], limit: int) -> list[_Sectioned]:
+    """The ``limit`` studies with the smallest ids of each split, in their original order."""
+    chosen: set[str] = set()
+    for split in SPLITS:
+        ids = sorted((g.study_id for g, _, _ in kept if g.split == split), key=_study_key)
+        chosen.update(ids[:limit])
+    return [item for item in kept if item[0].study_id in chosen]
+
+
 def build_entries(
     rows: list[ImageRow],
     reports: ReportStore,
@@ -409,26 +441,9 @@ def build_entries(
 ) -> BuildResult:
     """Section every report and turn the split's images into prepared entries under ``options``."""
     result = BuildResult(studies=[])
-    kept: list[tuple[_StudyGroup, dict[str, str], str]] = []
-    groups = group_studies(rows, split_file)
-    for group in track(groups, "sectioning reports"):
-        text = reports.get(group.subject_id, group.study_id)
-        if text is None:
-            result.dropped_no_report[group.split] += len(group.dicom_ids)
-            continue
-        sections = extract_sections(text)
-        report = select_report(sections, options.section)
-        if not report:
-            result.dropped_empty_section[group.split] += len(group.dicom_ids)
-            continue
-        kept.append((group, sections, report))
-
+    kept = _sectioned_groups(group_studies(rows, split_file), reports, options, result)
     if options.limit_studies is not None:
-        chosen: set[str] = set()
-        for split in SPLITS:
-            ids = sorted((g.study_id for g, _, _ in kept if g.split == split), key=_study_key)
-            chosen.update(ids[: options.limit_studies])
-        kept = [item for item in kept if item[0].study_id in chosen]
+        kept = _smallest_studies_per_split(kept, options.limit_studies)
 
     views = views or {}
     for group, sections, report in kept:
@@ -851,6 +866,73 @@ def _count_notes(record: dict[str, Any], options: MimicOptions, full: bool) -> l
     return notes
 
 
+def _check_prepare_options(
+    options: MimicOptions, *, source: Path | None, reports: Path | None, annotation: Path | None,
+    images_dir: Path | None,
+) -> None:
+    """Refuse option values and combinations ``prepare_mimic_cxr`` cannot use, naming the option."""
+    if options.limit_studies is not None and options.limit_studies < 1:
+        raise DataError(f"--limit-studies {options.limit_studies}: must be at least 1")
+    if options.image_size is not None and options.image_size < 8:
+        raise DataError(f"--image-size {options.image_size}: must be at least 8 pixels")
+    if source is not None and annotation is not None:
+        raise DataError("--source and --from-annotation: choose one")
+    if reports is not None and source is None:
+        raise DataError("--reports: only used with --source (a download takes the reports zip from PhysioNet)")
+    if images_dir is not None and annotation is None:
+        raise DataError("--images: only used with --from-annotation")
+
+
+def _local_checksums(files: LocalRelease) -> dict[str, str]:
+    """sha256 of the tables and the reports archive of a local release, by file name (reports folders are skipped)."""
+    checksums: dict[str, str] = {}
+    for path in (files.split, files.labels, files.metadata, files.reports):
+        if path is not None and path.is_file():
+            checksums[path.name] = sha256_file(path)
+    return checksums
+
+
+def _fetch_release_tables(
+    downloader: Downloader, cxr: Project, jpg: Project, options: MimicOptions, version: str
+) -> tuple[LocalRelease, dict[str, str]]:
+    """Download (or verify in the cache) the tables ``options`` needs and the reports zip; their paths and digests."""
+    needed = [jpg.files["split"]]
+    if options.labels != "none":
+        needed.append(jpg.files[LABEL_FILES[options.labels]])
+    if options.unit == "study":
+        needed.append(jpg.files["metadata"])
+    info(f"MIMIC-CXR {version}: fetching {', '.join(needed)} and {cxr.files['reports']} into {downloader.cache_root}")
+    jpg_paths = dict(zip(needed, downloader.fetch(jpg, needed, "MIMIC-CXR-JPG tables"), strict=True))
+    (reports_zip,) = downloader.fetch(cxr, [cxr.files["reports"]], "MIMIC-CXR reports")
+    checksums = {f"{jpg.name}/{rel}": downloader.digest(jpg, rel) for rel in needed}
+    checksums[f"{cxr.name}/{cxr.files['reports']}"] = downloader.digest(cxr, cxr.files["reports"])
+    files = LocalRelease(
+        split=jpg_paths[jpg.files["split"]], reports=reports_zip,
+        labels=jpg_paths[jpg.files[LABEL_FILES[options.labels]]] if options.labels != "none" else None,
+        metadata=jpg_paths.get(jpg.files["metadata"]),
+        images_root=jpg.cache_dir(downloader.cache_root) / "files",
+    )
+    return files, checksums
+
+
+def _read_entries(files: LocalRelease, options: MimicOptions) -> BuildResult:
+    """Read the split, labels, views and reports of a release and build its entries; refuses a run with none."""
+    rows = read_split(files.split)
+    labels = read_labels(files.labels) if files.labels is not None else None
+    labels_source = files.labels.name.split(".csv")[0] if files.labels is not None else None
+    views = read_view_positions(files.metadata) if files.metadata is not None else None
+    store = ReportStore(files.reports)
+    try:
+        built = build_entries(rows, store, options, split_file=files.split, labels=labels,
+                              labels_source=labels_source, views=views)
+    finally:
+        store.close()
+    if not built.studies:
+        raise DataError(f"{files.split}: no entry has a non-empty {options.section} section in "
+                        f"{files.reports}; check that the reports belong to this release")
+    return built
+
+
 def prepare_mimic_cxr(
     out_dir: Path,
     *,
@@ -890,16 +972,7 @@ def prepare_mimic_cxr(
         DataError, AuthError, DownloadError, ChecksumError, OutputDirError: with a message naming the file or option.
     """
     options = options or MimicOptions()
-    if options.limit_studies is not None and options.limit_studies < 1:
-        raise DataError(f"--limit-studies {options.limit_studies}: must be at least 1")
-    if options.image_size is not None and options.image_size < 8:
-        raise DataError(f"--image-size {options.image_size}: must be at least 8 pixels")
-    if source is not None and annotation is not None:
-        raise DataError("--source and --from-annotation: choose one")
-    if reports is not None and source is None:
-        raise DataError("--reports: only used with --source (a download takes the reports zip from PhysioNet)")
-    if images_dir is not None and annotation is None:
-        raise DataError("--images: only used with --from-annotation")
+    _check_prepare_options(options, source=source, reports=reports, annotation=annotation, images_dir=images_dir)
     manifest = release_manifest()
     version = version or manifest["default_version"]
     base_url = base_url or manifest["default_base_url"]
@@ -908,9 +981,23 @@ def prepare_mimic_cxr(
     if annotation is not None:
         return _prepare_from_annotation(out_dir, Path(annotation), images_dir, options, workers, force)
 
+    return _prepare_release(
+        out_dir, options, source=Path(source) if source is not None else None,
+        reports=Path(reports) if reports else None, version=version, base_url=base_url,
+        cache_dir=cache_dir, workers=workers, force=force,
+        credentials_provider=credentials_provider, download_kwargs=dict(download_kwargs or {}),
+    )
+
+
+def _prepare_release(
+    out_dir: Path, options: MimicOptions, *, source: Path | None, reports: Path | None, version: str, base_url: str,
+    cache_dir: Path | None, workers: int, force: bool, credentials_provider: Callable[[], Credentials] | None,
+    download_kwargs: dict[str, Any],
+) -> PrepareResult:
+    """``prepare_mimic_cxr`` from a local release tree (``source``) or from PhysioNet (``source`` None)."""
     if source is not None:
-        claim = {"kind": "mimic-cxr", "mode": "local", "path": str(Path(source).resolve()),
-                 "reports": str(Path(reports).resolve()) if reports else None, "version": version, **options.claim()}
+        claim = {"kind": "mimic-cxr", "mode": "local", "path": str(source.resolve()),
+                 "reports": str(reports.resolve()) if reports else None, "version": version, **options.claim()}
     else:
         cxr, jpg = physionet_projects(version, base_url)
         claim = {"kind": "mimic-cxr", "mode": "physionet", "version": version, "base_url": base_url, **options.claim()}
@@ -919,49 +1006,18 @@ def prepare_mimic_cxr(
         record = read_json(out_dir / "prepare.json")
         return PrepareResult(record, skipped=True, notes=_count_notes(record, options, options.limit_studies is None))
 
-    checksums: dict[str, str] = {}
     downloader: Downloader | None = None
     if source is not None:
-        files = locate_local(Path(source), options, Path(reports) if reports else None, version)
-        for path in (files.split, files.labels, files.metadata, files.reports):
-            if path is not None and path.is_file():
-                checksums[path.name] = sha256_file(path)
+        files = locate_local(source, options, reports, version)
+        checksums = _local_checksums(files)
     else:
         downloader = Downloader(Path(cache_dir) if cache_dir else cache_root(), workers, credentials_provider,
-                                dict(download_kwargs or {}))
-        needed = [jpg.files["split"]]
-        if options.labels != "none":
-            needed.append(jpg.files[LABEL_FILES[options.labels]])
-        if options.unit == "study":
-            needed.append(jpg.files["metadata"])
-        info(f"MIMIC-CXR {version}: fetching {', '.join(needed)} and {cxr.files['reports']} into {downloader.cache_root}")
-        jpg_paths = dict(zip(needed, downloader.fetch(jpg, needed, "MIMIC-CXR-JPG tables"), strict=True))
-        (reports_zip,) = downloader.fetch(cxr, [cxr.files["reports"]], "MIMIC-CXR reports")
-        checksums = {f"{jpg.name}/{rel}": downloader.digest(jpg, rel) for rel in needed}
-        checksums[f"{cxr.name}/{cxr.files['reports']}"] = downloader.digest(cxr, cxr.files["reports"])
-        files = LocalRelease(
-            split=jpg_paths[jpg.files["split"]], reports=reports_zip,
-            labels=jpg_paths[jpg.files[LABEL_FILES[options.labels]]] if options.labels != "none" else None,
-            metadata=jpg_paths.get(jpg.files["metadata"]),
-            images_root=jpg.cache_dir(downloader.cache_root) / "files",
-        )
+                                download_kwargs)
+        files, checksums = _fetch_release_tables(downloader, cxr, jpg, options, version)
 
-    rows = read_split(files.split)
-    labels = read_labels(files.labels) if files.labels is not None else None
-    labels_source = files.labels.name.split(".csv")[0] if files.labels is not None else None
-    views = read_view_positions(files.metadata) if files.metadata is not None else None
-    store = ReportStore(files.reports)
-    try:
-        built = build_entries(rows, store, options, split_file=files.split, labels=labels,
-                              labels_source=labels_source, views=views)
-    finally:
-        store.close()
-    if not built.studies:
-        raise DataError(f"{files.split}: no entry has a non-empty {options.section} section in "
-                        f"{files.reports}; check that the reports belong to this release")
-
-    rels = sorted({p.removeprefix("images/") for s in built.studies for p in s.image_paths})
+    built = _read_entries(files, options)
     if not options.skip_images:
+        rels = sorted({p.removeprefix("images/") for s in built.studies for p in s.image_paths})
         if downloader is not None:
             downloader.fetch(jpg, [f"files/{rel}" for rel in rels], "MIMIC-CXR-JPG images")
             hint = "delete it from the cache and run the command again"
@@ -970,7 +1026,14 @@ def prepare_mimic_cxr(
         assert files.images_root is not None
         place_images([(files.images_root / rel, out_dir / "images" / rel) for rel in rels],
                      image_size=options.image_size, workers=workers, missing_hint=hint)
+    return _write_release(out_dir, built, claim, checksums, options, downloader)
 
+
+def _write_release(
+    out_dir: Path, built: BuildResult, claim: dict[str, Any], checksums: dict[str, str], options: MimicOptions,
+    downloader: Downloader | None,
+) -> PrepareResult:
+    """Write the prepared dataset of a release run and the summary notes."""
     protocol = _protocol_record(options, built)
     images = {"placed": not options.skip_images, "resized_to": options.image_size,
               "layout": "images/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg"}

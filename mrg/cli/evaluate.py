@@ -12,65 +12,81 @@ from rich.table import Table
 from mrg.cli.app import app
 from mrg.console import console
 
+_PredictionsOpt = Annotated[
+    Path,
+    typer.Option("--predictions", "-p", help="JSONL of {id, prediction, reference?} (mrg generate), R2GenGPT's "
+                 "test_result.json or R2Gen's res.csv.", show_default=False),
+]
+_OutOpt = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md.", show_default=False),
+]
+_OverridesOpt = Annotated[
+    list[str] | None,  # noqa: UP007  typer needs typing.Optional here
+    typer.Argument(help="eval.key=value overrides, e.g. eval.meteor_timeout=600.", show_default=False),
+]
+_ReferencesOpt = Annotated[
+    Path | None,
+    typer.Option("--references", "-r", help="References: JSONL {id, reference}, R2GenGPT's test_refs.json or "
+                 "R2Gen's gts.csv (default: the 'reference' fields, or the file R2Gen/R2GenGPT wrote beside the "
+                 "predictions).", show_default=False),
+]
+_DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Prepared dataset folder whose --split reports are the references.", show_default=False),
+]
+_ProtocolOpt = Annotated[
+    str | None,
+    typer.Option("--protocol", help="r2gen (default: R2Gen cleaning on both sides, no PTB tokenizer), coco (PTB "
+                 "tokenizer) or raw (texts as given).", show_default=False),
+]
+_NormalizeOpt = Annotated[
+    str | None,
+    typer.Option("--normalize", help="R2Gen cleaner of the r2gen protocol: r2gen-iu or r2gen-mimic (default: the "
+                 "dataset's, else r2gen-iu).", show_default=False),
+]
+_RefMaxTokensOpt = Annotated[
+    int | None,
+    typer.Option("--ref-max-tokens", help="Legacy habit: keep the first N reference words (R2Gen: 59 on IU X-ray, "
+                 "99 on MIMIC-CXR); recorded in metrics.json.", show_default=False),
+]
+_BootstrapOpt = Annotated[
+    int | None,
+    typer.Option("--bootstrap", help="Bootstrap resamples for 95% confidence intervals of every metric (e.g. 1000).",
+                 show_default=False),
+]
+_SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed of the bootstrap and the paired test.", show_default=False)
+]
+_MetricsOpt = Annotated[
+    str | None,
+    typer.Option("--metrics", help="Model-based metric families to add, comma-separated: chexbert, radgraph, "
+                 "bertscore, radcliq (weights: eval.weights.<family>=PATH_OR_HUB_ID).", show_default=False),
+]
+_CompareOpt = Annotated[
+    Path | None,
+    typer.Option("--compare", help="A baseline's predictions for the same ids: paired test per metric (p-value and "
+                 "interval of the difference).", show_default=False),
+]
+
 
 @app.command("evaluate")
 def evaluate_cmd(
-    predictions: Annotated[
-        Path,
-        typer.Option("--predictions", "-p", help="JSONL of {id, prediction, reference?} (mrg generate), R2GenGPT's "
-                     "test_result.json or R2Gen's res.csv.", show_default=False),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md.",
-                                      show_default=False)],
-    overrides: Annotated[
-        list[str] | None,  # noqa: UP007  typer needs typing.Optional here
-        typer.Argument(help="eval.key=value overrides, e.g. eval.meteor_timeout=600.", show_default=False),
-    ] = None,
-    references: Annotated[
-        Path | None,
-        typer.Option("--references", "-r", help="References: JSONL {id, reference}, R2GenGPT's test_refs.json or "
-                     "R2Gen's gts.csv (default: the 'reference' fields, or the file R2Gen/R2GenGPT wrote beside the "
-                     "predictions).", show_default=False),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Prepared dataset folder whose --split reports are the references.", show_default=False),
-    ] = None,
+    predictions: _PredictionsOpt,
+    out: _OutOpt,
+    overrides: _OverridesOpt = None,
+    references: _ReferencesOpt = None,
+    data: _DataOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "test",
-    protocol: Annotated[
-        str | None,
-        typer.Option("--protocol", help="r2gen (default: R2Gen cleaning on both sides, no PTB tokenizer), coco (PTB "
-                     "tokenizer) or raw (texts as given).", show_default=False),
-    ] = None,
-    normalize: Annotated[
-        str | None,
-        typer.Option("--normalize", help="R2Gen cleaner of the r2gen protocol: r2gen-iu or r2gen-mimic (default: the "
-                     "dataset's, else r2gen-iu).", show_default=False),
-    ] = None,
-    ref_max_tokens: Annotated[
-        int | None,
-        typer.Option("--ref-max-tokens", help="Legacy habit: keep the first N reference words (R2Gen: 59 on IU X-ray, "
-                     "99 on MIMIC-CXR); recorded in metrics.json.", show_default=False),
-    ] = None,
+    protocol: _ProtocolOpt = None,
+    normalize: _NormalizeOpt = None,
+    ref_max_tokens: _RefMaxTokensOpt = None,
     no_meteor: Annotated[bool, typer.Option("--no-meteor", help="Skip METEOR (it needs Java).")] = False,
     no_clinical: Annotated[bool, typer.Option("--no-clinical", help="Skip the labeler and clinical efficacy.")] = False,
-    bootstrap: Annotated[
-        int | None,
-        typer.Option("--bootstrap", help="Bootstrap resamples for 95% confidence intervals of every metric (e.g. 1000).",
-                     show_default=False),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap and the paired test.",
-                                             show_default=False)] = None,
-    metrics: Annotated[
-        str | None,
-        typer.Option("--metrics", help="Model-based metric families to add, comma-separated: chexbert, radgraph, "
-                     "bertscore, radcliq (weights: eval.weights.<family>=PATH_OR_HUB_ID).", show_default=False),
-    ] = None,
-    compare: Annotated[
-        Path | None,
-        typer.Option("--compare", help="A baseline's predictions for the same ids: paired test per metric (p-value and "
-                     "interval of the difference).", show_default=False),
-    ] = None,
+    bootstrap: _BootstrapOpt = None,
+    seed: _SeedOpt = None,
+    metrics: _MetricsOpt = None,
+    compare: _CompareOpt = None,
 ) -> None:
     """Score generated reports against references and write metrics.json, per_sample.csv and metrics.md.
 

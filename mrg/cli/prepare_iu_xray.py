@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -16,76 +16,90 @@ _PANEL_PROTOCOL = "Protocol"
 _PANEL_IMAGES = "Images"
 
 
+_SourceOpt = Annotated[
+    list[Path] | None,  # noqa: UP007
+    typer.Option(
+        "--source",
+        help="Use local copies instead of downloading (repeatable): NLMCXR_reports.tgz, NLMCXR_png.tgz, their "
+        "extracted folders (ecgen-radiology/ with the XML, a folder of PNGs), or a folder holding the two archives.",
+        rich_help_panel=_PANEL_SOURCE,
+        show_default=False,
+    ),
+]
+_CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Where downloads are kept \\[default: $MRG_CACHE_DIR/iu_xray or "
+                 "~/.cache/mrg/iu_xray]; an interrupted download resumes from here.", rich_help_panel=_PANEL_SOURCE),
+]
+_BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", envvar="MRG_IU_XRAY_BASE_URL", help="Where the two archives are downloaded from "
+                 "\\[default: https://openi.nlm.nih.gov/imgs/collections].", rich_help_panel=_PANEL_SOURCE),
+]
+_SkipImagesOpt = Annotated[
+    bool,
+    typer.Option("--skip-images", help="Build every manifest from the XML reports alone (image paths listed, "
+                 "files absent): inspect the splits before the ~1.3 GB image download.",
+                 rich_help_panel=_PANEL_SOURCE),
+]
+_ImagesSha256Opt = Annotated[
+    str | None,
+    typer.Option("--images-sha256", help="Pin NLMCXR_png.tgz to this SHA-256 (no official checksum exists; a "
+                 "first run prints the one it downloaded).", rich_help_panel=_PANEL_SOURCE),
+]
+_SectionOpt = Annotated[
+    Literal["findings", "impression", "findings+impression"],
+    typer.Option("--section", help="Report section used as the report (R2Gen: findings). Reports where it is "
+                 "empty are skipped and counted in prepare.json.", rich_help_panel=_PANEL_PROTOCOL),
+]
+_SplitOpt = Annotated[
+    Literal["r2gen", "random", "file"],
+    typer.Option("--split", help="r2gen: R2Gen's exact assignment (2,069/296/590, shipped ids); random: a seeded "
+                 "split of all eligible studies (--seed, --ratios); file: ids from --split-file.",
+                 rich_help_panel=_PANEL_PROTOCOL),
+]
+_SplitFileOpt = Annotated[
+    Path | None,
+    typer.Option("--split-file", help="With --split file: JSON with lists of study ids under \"train\", \"val\" "
+                 "and \"test\" (the format of data_manifests/iu_xray/r2gen_split.json).",
+                 rich_help_panel=_PANEL_PROTOCOL),
+]
+_RatiosOpt = Annotated[
+    str,
+    typer.Option("--ratios", help="train,val,test fractions of --split random.", rich_help_panel=_PANEL_PROTOCOL),
+]
+_MinImagesOpt = Annotated[
+    int,
+    typer.Option("--min-images", help="Skip reports with fewer images (R2Gen: 2).", rich_help_panel=_PANEL_PROTOCOL),
+]
+_ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option("--image-size", help="Write pre-resized PNGs whose shorter side is N pixels (aspect kept) "
+                 "instead of the originals, so training reads less.", rich_help_panel=_PANEL_IMAGES),
+]
+_WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="Processes that resize images with --image-size \\[default: CPU count, at "
+                 "most 8].", rich_help_panel=_PANEL_IMAGES),
+]
+
+
 @prepare_app.command("iu-xray")
 def iu_xray_cmd(
     out: OutDirOpt,
-    source: Annotated[
-        list[Path] | None,  # noqa: UP007
-        typer.Option(
-            "--source",
-            help="Use local copies instead of downloading (repeatable): NLMCXR_reports.tgz, NLMCXR_png.tgz, their "
-            "extracted folders (ecgen-radiology/ with the XML, a folder of PNGs), or a folder holding the two archives.",
-            rich_help_panel=_PANEL_SOURCE,
-            show_default=False,
-        ),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Where downloads are kept \\[default: $MRG_CACHE_DIR/iu_xray or "
-                     "~/.cache/mrg/iu_xray]; an interrupted download resumes from here.", rich_help_panel=_PANEL_SOURCE),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", envvar="MRG_IU_XRAY_BASE_URL", help="Where the two archives are downloaded from "
-                     "\\[default: https://openi.nlm.nih.gov/imgs/collections].", rich_help_panel=_PANEL_SOURCE),
-    ] = None,
-    skip_images: Annotated[
-        bool,
-        typer.Option("--skip-images", help="Build every manifest from the XML reports alone (image paths listed, "
-                     "files absent): inspect the splits before the ~1.3 GB image download.",
-                     rich_help_panel=_PANEL_SOURCE),
-    ] = False,
-    images_sha256: Annotated[
-        str | None,
-        typer.Option("--images-sha256", help="Pin NLMCXR_png.tgz to this SHA-256 (no official checksum exists; a "
-                     "first run prints the one it downloaded).", rich_help_panel=_PANEL_SOURCE),
-    ] = None,
-    section: Annotated[
-        Literal["findings", "impression", "findings+impression"],
-        typer.Option("--section", help="Report section used as the report (R2Gen: findings). Reports where it is "
-                     "empty are skipped and counted in prepare.json.", rich_help_panel=_PANEL_PROTOCOL),
-    ] = "findings",
-    split: Annotated[
-        Literal["r2gen", "random", "file"],
-        typer.Option("--split", help="r2gen: R2Gen's exact assignment (2,069/296/590, shipped ids); random: a seeded "
-                     "split of all eligible studies (--seed, --ratios); file: ids from --split-file.",
-                     rich_help_panel=_PANEL_PROTOCOL),
-    ] = "r2gen",
-    split_file: Annotated[
-        Path | None,
-        typer.Option("--split-file", help="With --split file: JSON with lists of study ids under \"train\", \"val\" "
-                     "and \"test\" (the format of data_manifests/iu_xray/r2gen_split.json).",
-                     rich_help_panel=_PANEL_PROTOCOL),
-    ] = None,
+    source: _SourceOpt = None,
+    cache_dir: _CacheDirOpt = None,
+    base_url: _BaseUrlOpt = None,
+    skip_images: _SkipImagesOpt = False,
+    images_sha256: _ImagesSha256Opt = None,
+    section: _SectionOpt = "findings",
+    split: _SplitOpt = "r2gen",
+    split_file: _SplitFileOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --split random.", rich_help_panel=_PANEL_PROTOCOL)] = 42,
-    ratios: Annotated[
-        str,
-        typer.Option("--ratios", help="train,val,test fractions of --split random.", rich_help_panel=_PANEL_PROTOCOL),
-    ] = "0.7,0.1,0.2",
-    min_images: Annotated[
-        int,
-        typer.Option("--min-images", help="Skip reports with fewer images (R2Gen: 2).", rich_help_panel=_PANEL_PROTOCOL),
-    ] = 2,
-    image_size: Annotated[
-        int | None,
-        typer.Option("--image-size", help="Write pre-resized PNGs whose shorter side is N pixels (aspect kept) "
-                     "instead of the originals, so training reads less.", rich_help_panel=_PANEL_IMAGES),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Processes that resize images with --image-size \\[default: CPU count, at "
-                     "most 8].", rich_help_panel=_PANEL_IMAGES),
-    ] = None,
+    ratios: _RatiosOpt = "0.7,0.1,0.2",
+    min_images: _MinImagesOpt = 2,
+    image_size: _ImageSizeOpt = None,
+    workers: _WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Prepare IU X-ray (Open-i) with R2Gen's protocol: findings, >= 2 images, R2Gen's exact split.
@@ -113,6 +127,11 @@ def iu_xray_cmd(
         force=force,
     )
     result = prepare_iu_xray(options)
+    _print_iu_xray_summary(result, out)
+
+
+def _print_iu_xray_summary(result: Any, out: Path) -> None:
+    """The summary of a prepare run, the reports the protocol skipped, and the run's notes."""
     print_prepare_summary(result.record, out, skipped=result.skipped)
     protocol = result.record.get("protocol", {})
     excluded = protocol.get("excluded") or {}

@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,82 @@ def _cache_is_current(path: Path, tokenizer_sha: str, dataset_sha: str, max_leng
     return meta if same else None
 
 
+def _check_tokenize_options(
+    tokenizer: str | None, vocab: str | None, threshold: int | None, max_length: int | None
+) -> None:
+    """Refuse option combinations ``tokenize_dataset`` cannot use, naming the option."""
+    if (tokenizer is None) == (vocab is None):
+        raise ConfigError("give exactly one of --tokenizer ID_OR_PATH or --vocab r2gen")
+    if vocab is not None and vocab != "r2gen":
+        raise ConfigError(f"--vocab {vocab!r}: the only vocabulary builder is 'r2gen'")
+    if threshold is not None and tokenizer is not None:
+        raise ConfigError("--threshold applies to --vocab r2gen only; drop it or use --vocab r2gen")
+    if max_length is not None and max_length < 1:
+        raise ConfigError(f"--max-length {max_length}: must be at least 1")
+
+
+_Encode = Callable[[], tuple[list[list[int]], dict[str, int] | None]]
+"""Encodes every study's text: the id sequences, and the unknown tokens per split (word vocabularies only)."""
+
+
+def _r2gen_tokenization(
+    root: Path, ds: PreparedDataset, texts: list[str], threshold: int
+) -> tuple[str, dict[str, Any], _Encode]:
+    """R2Gen's word vocabulary built from the train split: the cache name, its identity, and its encoder.
+
+    The encoder also writes the vocabulary beside the cache (only called when the cache must be rebuilt).
+    """
+    train = [t for t, s in zip(texts, ds.studies, strict=True) if s.split == "train"]
+    if not train:
+        raise DataError(f"--data {root}: the train split is empty; R2Gen's vocabulary is built from it")
+    r2gen = build_r2gen_vocab(train, threshold)
+    name = f"r2gen-t{threshold}"
+    identity = {"kind": "r2gen-word", "threshold": threshold, "vocab_size": len(r2gen.tokens),
+                "vocab_file": f"{TOKENS_DIR}/{name}.vocab.json",
+                "sha256": hashlib.sha256(json.dumps(r2gen.tokens).encode()).hexdigest()}
+
+    def encode() -> tuple[list[list[int]], dict[str, int] | None]:
+        write_json_atomic(root / TOKENS_DIR / f"{name}.vocab.json", r2gen.to_dict())
+        sequences = [r2gen.encode(t) for t in texts]
+        unk = r2gen.unk_id
+        unk_counts = {split: int(sum(seq.count(unk) for seq, s in zip(sequences, ds.studies, strict=True)
+                                     if s.split == split)) for split in SPLITS}
+        return sequences, unk_counts
+
+    return name, identity, encode
+
+
+def _hf_tokenization(tokenizer: str, texts: list[str]) -> tuple[str, dict[str, Any], _Encode]:
+    """A Hugging Face tokenizer: the cache name (folder or hub id, plus its hash), its identity, and its encoder."""
+    hf = _load_hf_tokenizer(tokenizer)
+    identity = _hf_identity(hf, tokenizer)
+    name = f"{_slug(Path(tokenizer).name if Path(tokenizer).exists() else tokenizer)}-{identity['sha256'][:10]}"
+
+    def encode() -> tuple[list[list[int]], dict[str, int] | None]:
+        sequences: list[list[int]] = []
+        for start in range(0, len(texts), 1024):
+            batch = hf(texts[start : start + 1024], add_special_tokens=True, truncation=False, verbose=False)
+            sequences += [list(ids) for ids in batch["input_ids"]]
+        return sequences, None
+
+    return name, identity, encode
+
+
+def _split_length_stats(
+    sequences: list[list[int]], ds: PreparedDataset, max_length: int, unk_counts: dict[str, int] | None
+) -> dict[str, dict[str, Any]]:
+    """``length_stats`` per split, with the split's unknown-token count when the vocabulary has one."""
+    stats = {
+        split: length_stats([len(seq) for seq, s in zip(sequences, ds.studies, strict=True) if s.split == split],
+                            max_length)
+        for split in SPLITS
+    }
+    if unk_counts is not None:
+        for split in SPLITS:
+            stats[split]["unk"] = unk_counts[split]
+    return stats
+
+
 def tokenize_dataset(
     data_dir: str | Path,
     *,
@@ -262,14 +338,7 @@ def tokenize_dataset(
         ConfigError: neither or both of ``tokenizer`` / ``vocab``, or a bad value.
         DataError: the dataset or tokenizer cannot be read.
     """
-    if (tokenizer is None) == (vocab is None):
-        raise ConfigError("give exactly one of --tokenizer ID_OR_PATH or --vocab r2gen")
-    if vocab is not None and vocab != "r2gen":
-        raise ConfigError(f"--vocab {vocab!r}: the only vocabulary builder is 'r2gen'")
-    if threshold is not None and tokenizer is not None:
-        raise ConfigError("--threshold applies to --vocab r2gen only; drop it or use --vocab r2gen")
-    if max_length is not None and max_length < 1:
-        raise ConfigError(f"--max-length {max_length}: must be at least 1")
+    _check_tokenize_options(tokenizer, vocab, threshold, max_length)
     root = Path(data_dir)
     ds = load_prepared_dataset(root)
     defaults = R2GEN_DEFAULTS.get(ds.normalize, {})
@@ -277,48 +346,18 @@ def tokenize_dataset(
     dataset_sha = _dataset_sha(ds)
     texts = [s.report_clean or s.report for s in ds.studies]
 
-    vocab_info: dict[str, Any] | None = None
     if vocab == "r2gen":
         threshold = threshold or defaults.get("threshold", 3)
-        train = [t for t, s in zip(texts, ds.studies, strict=True) if s.split == "train"]
-        if not train:
-            raise DataError(f"--data {root}: the train split is empty; R2Gen's vocabulary is built from it")
-        r2gen = build_r2gen_vocab(train, threshold)
-        name = f"r2gen-t{threshold}"
-        identity = {"kind": "r2gen-word", "threshold": threshold, "vocab_size": len(r2gen.tokens),
-                    "vocab_file": f"{TOKENS_DIR}/{name}.vocab.json",
-                    "sha256": hashlib.sha256(json.dumps(r2gen.tokens).encode()).hexdigest()}
-        current = None if force else _cache_is_current(root / TOKENS_DIR / f"{name}.json", identity["sha256"],
-                                                         dataset_sha, max_length)
-        if current is not None:
-            return TokenizeResult(name, root / TOKENS_DIR / f"{name}.json", current, skipped=True)
-        write_json_atomic(root / TOKENS_DIR / f"{name}.vocab.json", r2gen.to_dict())
-        sequences = [r2gen.encode(t) for t in texts]
-        unk = r2gen.unk_id
-        vocab_info = {split: int(sum(seq.count(unk) for seq, s in zip(sequences, ds.studies, strict=True)
-                                     if s.split == split)) for split in SPLITS}
+        name, identity, encode = _r2gen_tokenization(root, ds, texts, threshold)
     else:
         assert tokenizer is not None
-        hf = _load_hf_tokenizer(tokenizer)
-        identity = _hf_identity(hf, tokenizer)
-        name = f"{_slug(Path(tokenizer).name if Path(tokenizer).exists() else tokenizer)}-{identity['sha256'][:10]}"
-        current = None if force else _cache_is_current(root / TOKENS_DIR / f"{name}.json", identity["sha256"],
-                                                         dataset_sha, max_length)
-        if current is not None:
-            return TokenizeResult(name, root / TOKENS_DIR / f"{name}.json", current, skipped=True)
-        sequences = []
-        for start in range(0, len(texts), 1024):
-            batch = hf(texts[start : start + 1024], add_special_tokens=True, truncation=False, verbose=False)
-            sequences += [list(ids) for ids in batch["input_ids"]]
-
-    stats = {
-        split: length_stats([len(seq) for seq, s in zip(sequences, ds.studies, strict=True) if s.split == split],
-                            max_length)
-        for split in SPLITS
-    }
-    if vocab_info is not None:
-        for split in SPLITS:
-            stats[split]["unk"] = vocab_info[split]
+        name, identity, encode = _hf_tokenization(tokenizer, texts)
+    current = None if force else _cache_is_current(root / TOKENS_DIR / f"{name}.json", identity["sha256"],
+                                                     dataset_sha, max_length)
+    if current is not None:
+        return TokenizeResult(name, root / TOKENS_DIR / f"{name}.json", current, skipped=True)
+    sequences, unk_counts = encode()
+    stats = _split_length_stats(sequences, ds, max_length, unk_counts)
     meta = {
         "version": CACHE_VERSION,
         "name": name,

@@ -15,20 +15,25 @@ Everything is written under the output folder; ``demo.json`` summarises timings 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrg.baselines import most_frequent_report
-from mrg.config import LMConfig, build_config, load_config
+from mrg.config import EvalConfig, LMConfig, build_config, load_config
 from mrg.console import console
 from mrg.data.chexpert import OBSERVATIONS
-from mrg.data.prepared import Study, load_prepared_dataset
+from mrg.data.prepared import PreparedDataset, Study, load_prepared_dataset
 from mrg.files import write_json_atomic, write_jsonl_atomic
 from mrg.metrics.registry import display_name
 from mrg.provenance import provenance
+
+if TYPE_CHECKING:
+    from mrg.evaluate import EvalReport
+    from mrg.methods import Method
 
 DEMO_METRICS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1")
 """The rows of the demo's summary table (registered metric names)."""
@@ -100,6 +105,35 @@ def _pick_examples(test: list[Study], predictions: dict[str, str]) -> list[dict[
     ]
 
 
+def _demo_method(method: str) -> Method:
+    """The registered method ``method``; refuses one without a demo preset, naming those that have one."""
+    from mrg.methods import get_method, list_methods
+
+    chosen = get_method(method)
+    if chosen.demo_preset is None:
+        from mrg.errors import ConfigError
+
+        with_demo = [m.name for m in list_methods() if m.demo_preset]
+        raise ConfigError(f"--method {method}: has no demo preset; methods with a demo: {', '.join(with_demo)}")
+    return chosen
+
+
+def _stage_timer(
+    stages: list[str], on_stage: Callable[[int, int, str], None] | None, seconds: dict[str, float]
+) -> Callable[[int, str], contextlib.AbstractContextManager[None]]:
+    """``timed(index, key)``: announces stage ``index`` and, when it finishes without error, stores its seconds."""
+
+    @contextlib.contextmanager
+    def timed(index: int, key: str) -> Iterator[None]:
+        if on_stage is not None:
+            on_stage(index + 1, len(stages), stages[index])
+        started = time.perf_counter()
+        yield
+        seconds[key] = time.perf_counter() - started
+
+    return timed
+
+
 def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm",
              on_stage: Callable[[int, int, str], None] | None = None) -> DemoResult:
     """Run the demo pipeline into ``out_dir`` and return its scores and examples.
@@ -117,64 +151,37 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm"
     from mrg.domain_lm import train_report_lm
     from mrg.evaluate import make_scorer, run_evaluation
     from mrg.generate import generate_reports
-    from mrg.methods import get_method, list_methods
     from mrg.recipes.train import train
     from mrg.viewer import build_report
 
     plan = FAST if fast else FULL
-    chosen = get_method(method)
-    if chosen.demo_preset is None:
-        from mrg.errors import ConfigError
-
-        with_demo = [m.name for m in list_methods() if m.demo_preset]
-        raise ConfigError(f"--method {method}: has no demo preset; methods with a demo: {', '.join(with_demo)}")
+    chosen = _demo_method(method)
     out_dir = Path(out_dir)
     data_dir, lm_dir, run_dir, eval_dir = out_dir / "data", out_dir / "lm", out_dir / "run", out_dir / "eval"
     seconds: dict[str, float] = {}
     stages = ["prepare synthetic data", "train the frozen LM", f"train {chosen.name}", "generate test reports",
               "evaluate", "most-frequent-report baseline", "HTML report"]
+    timed = _stage_timer(stages, on_stage, seconds)
 
-    def stage(index: int) -> float:
-        if on_stage is not None:
-            on_stage(index + 1, len(stages), stages[index])
-        return time.perf_counter()
-
-    started = stage(0)
-    prepare_synthetic(data_dir, n=plan.n, seed=plan.seed, image_size=plan.image_size, views=1)
-    seconds["prepare"] = time.perf_counter() - started
-
-    started = stage(1)
-    lm = train_report_lm(data_dir, lm_dir, build_config(LMConfig, {}, list(plan.lm_overrides)))
-    seconds["train_lm"] = time.perf_counter() - started
-
-    started = stage(2)
-    cfg = load_config(chosen.demo_preset, [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}",
-                                           *plan.train_overrides])
-    dataset = load_prepared_dataset(data_dir)
-    scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
-    train(cfg, run_dir, resume="auto", scorer=scorer)
-    seconds["train"] = time.perf_counter() - started
-
-    started = stage(3)
-    predictions_path = out_dir / "test_predictions.jsonl"
-    generate_reports(run_dir, out_path=predictions_path, data_root=data_dir, split="test")
-    seconds["generate"] = time.perf_counter() - started
-
-    started = stage(4)
-    evaluation = run_evaluation(predictions_path, eval_dir, cfg.eval, data=data_dir, split="test")
-    seconds["evaluate"] = time.perf_counter() - started
-
-    started = stage(5)
-    test = dataset.split("test")
-    constant = most_frequent_report(dataset.split("train"))
-    baseline_path = out_dir / "baseline" / "most_frequent_predictions.jsonl"
-    write_jsonl_atomic(baseline_path, ({"id": s.id, "prediction": constant} for s in test))
-    baseline = run_evaluation(baseline_path, out_dir / "baseline", cfg.eval, data=data_dir, split="test")
-    seconds["baseline"] = time.perf_counter() - started
-
-    started = stage(6)
-    report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo")
-    seconds["report"] = time.perf_counter() - started
+    with timed(0, "prepare"):
+        prepare_synthetic(data_dir, n=plan.n, seed=plan.seed, image_size=plan.image_size, views=1)
+    with timed(1, "train_lm"):
+        lm = train_report_lm(data_dir, lm_dir, build_config(LMConfig, {}, list(plan.lm_overrides)))
+    with timed(2, "train"):
+        cfg = load_config(chosen.demo_preset, [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}",
+                                               *plan.train_overrides])
+        dataset = load_prepared_dataset(data_dir)
+        scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
+        train(cfg, run_dir, resume="auto", scorer=scorer)
+    with timed(3, "generate"):
+        predictions_path = out_dir / "test_predictions.jsonl"
+        generate_reports(run_dir, out_path=predictions_path, data_root=data_dir, split="test")
+    with timed(4, "evaluate"):
+        evaluation = run_evaluation(predictions_path, eval_dir, cfg.eval, data=data_dir, split="test")
+    with timed(5, "baseline"):
+        constant, baseline = _most_frequent_baseline(dataset, cfg.eval, data_dir, out_dir)
+    with timed(6, "report"):
+        report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo")
 
     from mrg.files import read_jsonl
 
@@ -182,23 +189,43 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm"
     predicted = {row["id"]: row["prediction"] for row in read_jsonl(predictions_path)}
     metrics = _flat(evaluation.record)
     baseline_metrics = _flat(baseline.record)
-    examples = _pick_examples(test, predicted)
+    examples = _pick_examples(dataset.split("test"), predicted)
+    result = DemoResult(out_dir, metrics, baseline_metrics, examples, seconds, report.path, chosen.name, extras)
+    _write_demo_json(result, plan, constant, lm.record)
+    return result
+
+
+def _most_frequent_baseline(
+    dataset: PreparedDataset, eval_cfg: EvalConfig, data_dir: Path, out_dir: Path
+) -> tuple[str, EvalReport]:
+    """The most frequent training report, predicted for every test study and scored like the method."""
+    from mrg.evaluate import run_evaluation
+
+    test = dataset.split("test")
+    constant = most_frequent_report(dataset.split("train"))
+    baseline_path = out_dir / "baseline" / "most_frequent_predictions.jsonl"
+    write_jsonl_atomic(baseline_path, ({"id": s.id, "prediction": constant} for s in test))
+    baseline = run_evaluation(baseline_path, out_dir / "baseline", eval_cfg, data=data_dir, split="test")
+    return constant, baseline
+
+
+def _write_demo_json(result: DemoResult, plan: DemoPlan, constant: str, lm_record: dict[str, Any]) -> None:
+    """``OUT/demo.json``: the plan, scores, baseline, examples, timings and the LM's held-out losses."""
     write_json_atomic(
-        out_dir / "demo.json",
+        result.out_dir / "demo.json",
         {
             "plan": plan.name,
-            "method": chosen.name,
-            "metrics": metrics,
-            "extras": extras,
-            "most_frequent_baseline": {"report": constant, "metrics": baseline_metrics},
-            "examples": examples,
-            "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "lm": {k: lm.record.get(k) for k in ("heldout_loss_with_context", "heldout_loss_without_context")},
+            "method": result.method,
+            "metrics": result.metrics,
+            "extras": result.extras,
+            "most_frequent_baseline": {"report": constant, "metrics": result.baseline},
+            "examples": result.examples,
+            "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+            "lm": {k: lm_record.get(k) for k in ("heldout_loss_with_context", "heldout_loss_without_context")},
             "observations": list(OBSERVATIONS),
             "provenance": provenance(),
         },
     )
-    return DemoResult(out_dir, metrics, baseline_metrics, examples, seconds, report.path, chosen.name, extras)
 
 
 def _flat(record: dict[str, Any]) -> dict[str, float]:

@@ -128,6 +128,80 @@ def _jsonl_rows(path: Path, data: bytes) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def _add_text(out: TextFile, item_id: Any, value: Any, lineno: int | None, key: str) -> None:
+    """Store one entry's text under its id, refusing a missing, empty or duplicate id and a non-text value."""
+    path = out.path
+    if item_id is None or isinstance(item_id, (dict, list, bool)) or str(item_id).strip() == "":
+        where = f"{path}:{lineno}" if lineno else str(path)
+        raise DataError(f"{where}: missing or empty 'id'; every entry needs a string or integer id")
+    item_id = str(item_id)
+    if item_id in out.texts:
+        first = out.lines.get(item_id)
+        where = f"{path}:{lineno}" if lineno else str(path)
+        raise DataError(f"{where}: duplicate id {item_id!r}" + (f" (first on line {first})" if first else "")
+                        + "; ids must be unique")
+    out.texts[item_id] = _check_text(value, path, lineno, key, item_id)
+    if lineno:
+        out.lines[item_id] = lineno
+
+
+def _read_jsonl_texts(out: TextFile, data: bytes, text_keys: tuple[str, ...], role: str) -> None:
+    path = out.path
+    for lineno, row in _jsonl_rows(path, data):
+        key = next((k for k in text_keys if k in row), None)
+        if key is None:
+            raise DataError(f"{path}:{lineno}: no '{text_keys[0]}' key (found {sorted(row)[:6]})")
+        _add_text(out, row.get("id"), row[key], lineno, key)
+        if role == "predictions" and "reference" in row:
+            out.embedded_references[str(row.get("id"))] = _check_text(
+                row["reference"], path, lineno, "reference", str(row.get("id"))
+            )
+
+
+def _read_json_texts(out: TextFile, data: bytes, text_keys: tuple[str, ...], role: str) -> None:
+    """A JSON object ``{id: [text]}`` (R2GenGPT's files) or a JSON list of objects with an id and a text key."""
+    path = out.path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[err.start]:02x}); re-save the file as UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    if isinstance(obj, dict):
+        out.kind = "r2gengpt-json"
+        for item_id, value in obj.items():
+            if isinstance(value, list) and len(value) == 1 and role == "predictions":
+                value = value[0]
+            _add_text(out, item_id, value, None, "text")
+    elif isinstance(obj, list):
+        for index, row in enumerate(obj):
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: entry {index} is not an object with 'id'")
+            key = next((k for k in text_keys if k in row), None)
+            if key is None:
+                raise DataError(f"{path}: entry {index} has no '{text_keys[0]}' key")
+            _add_text(out, row.get("id"), row[key], None, key)
+    else:
+        raise DataError(f"{path}: expected a JSON object {{id: [text]}} or a list of objects")
+
+
+def _read_csv_texts(out: TextFile, data: bytes) -> None:
+    """A headerless one-column CSV (R2Gen's res.csv / gts.csv): the ids are the row numbers."""
+    path = out.path
+    out.kind = "r2gen-csv"
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        _decode_line(raw, path, lineno)  # name the line of a bad byte before csv sees it
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    for index, row in enumerate(reader):
+        lineno = reader.line_num
+        if len(row) > 1:
+            raise DataError(f"{path}:{lineno}: {len(row)} columns; R2Gen's res.csv/gts.csv have one (quote texts with commas)")
+        _add_text(out, str(index), row[0] if row else "", lineno, "text")
+
+
 def read_text_file(path: str | Path, *, role: str) -> TextFile:
     """Read predictions (``role="predictions"``) or references (``role="references"``) in any supported format.
 
@@ -143,67 +217,12 @@ def read_text_file(path: str | Path, *, role: str) -> TextFile:
     kind = _detect_kind(path, data)
     text_keys = ("prediction",) if role == "predictions" else ("reference", "report")
     out = TextFile(path=path, kind=kind, texts={}, lines={})
-
-    def add(item_id: Any, value: Any, lineno: int | None, key: str) -> None:
-        if item_id is None or isinstance(item_id, (dict, list, bool)) or str(item_id).strip() == "":
-            where = f"{path}:{lineno}" if lineno else str(path)
-            raise DataError(f"{where}: missing or empty 'id'; every entry needs a string or integer id")
-        item_id = str(item_id)
-        if item_id in out.texts:
-            first = out.lines.get(item_id)
-            where = f"{path}:{lineno}" if lineno else str(path)
-            raise DataError(f"{where}: duplicate id {item_id!r}" + (f" (first on line {first})" if first else "")
-                            + "; ids must be unique")
-        out.texts[item_id] = _check_text(value, path, lineno, key, item_id)
-        if lineno:
-            out.lines[item_id] = lineno
-
     if kind == "jsonl":
-        for lineno, row in _jsonl_rows(path, data):
-            key = next((k for k in text_keys if k in row), None)
-            if key is None:
-                raise DataError(f"{path}:{lineno}: no '{text_keys[0]}' key (found {sorted(row)[:6]})")
-            add(row.get("id"), row[key], lineno, key)
-            if role == "predictions" and "reference" in row:
-                out.embedded_references[str(row.get("id"))] = _check_text(
-                    row["reference"], path, lineno, "reference", str(row.get("id"))
-                )
+        _read_jsonl_texts(out, data, text_keys, role)
     elif kind == "json":
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            lineno = data[: err.start].count(b"\n") + 1
-            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[err.start]:02x}); re-save the file as UTF-8") from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-        if isinstance(obj, dict):
-            out.kind = "r2gengpt-json"
-            for item_id, value in obj.items():
-                if isinstance(value, list) and len(value) == 1 and role == "predictions":
-                    value = value[0]
-                add(item_id, value, None, "text")
-        elif isinstance(obj, list):
-            for index, row in enumerate(obj):
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}: entry {index} is not an object with 'id'")
-                key = next((k for k in text_keys if k in row), None)
-                if key is None:
-                    raise DataError(f"{path}: entry {index} has no '{text_keys[0]}' key")
-                add(row.get("id"), row[key], None, key)
-        else:
-            raise DataError(f"{path}: expected a JSON object {{id: [text]}} or a list of objects")
+        _read_json_texts(out, data, text_keys, role)
     else:
-        out.kind = "r2gen-csv"
-        for lineno, raw in enumerate(data.split(b"\n"), start=1):
-            _decode_line(raw, path, lineno)  # name the line of a bad byte before csv sees it
-        reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
-        for index, row in enumerate(reader):
-            lineno = reader.line_num
-            if len(row) > 1:
-                raise DataError(f"{path}:{lineno}: {len(row)} columns; R2Gen's res.csv/gts.csv have one (quote texts with commas)")
-            add(str(index), row[0] if row else "", lineno, "text")
+        _read_csv_texts(out, data)
     if not out.texts:
         what = "is empty" if not data.strip() else "holds no entries"
         raise DataError(f"--{role} {path}: the file {what}; give the {role} of the test set, one per id")
@@ -243,6 +262,83 @@ def _describe_ids(ids: Sequence[str]) -> str:
     return shown + (", ..." if len(ids) > _SHOW_IDS else "")
 
 
+def _references_from_file(
+    pred_file: TextFile, references: str | Path, sources: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """The texts of a references file (recorded in ``sources``) and the name errors use for it."""
+    ref_file = read_text_file(references, role="references")
+    if pred_file.kind == ref_file.kind == "r2gen-csv" and len(pred_file.texts) != len(ref_file.texts):
+        # headerless CSVs pair by row number: say so, rather than list ids that are only row numbers
+        raise DataError(
+            f"--predictions {pred_file.path} has {len(pred_file.texts)} rows but --references {ref_file.path} has "
+            f"{len(ref_file.texts)}; R2Gen's res.csv and gts.csv pair row by row, so both must come from the same "
+            "test run"
+        )
+    sources.update(references=str(ref_file.path), references_format=ref_file.kind,
+                   references_sha256=sha256_file(ref_file.path))
+    return ref_file.texts, str(ref_file.path)
+
+
+def _references_from_dataset(
+    pred_file: TextFile, data: str | Path, split: str, sources: dict[str, Any]
+) -> tuple[dict[str, Any], str, str]:
+    """The raw reports of a prepared dataset's split, the name errors use, and the dataset's normalisation.
+
+    An id-less R2Gen ``res.csv`` with as many rows as the split is paired with it by position (and
+    ``pred_file`` re-keyed), as R2Gen writes it in test-loader order.
+    """
+    from mrg.data.prepared import load_prepared_dataset
+
+    dataset = load_prepared_dataset(data)
+    studies = dataset.split(split)
+    if not studies:
+        raise DataError(f"--data {data}: the {split} split is empty")
+    ref_texts = {s.id: s.report for s in studies}
+    sources.update(references=f"{data} ({split} split, raw 'report' of studies.jsonl)",
+                   references_format="prepared-dataset", dataset_normalize=dataset.normalize,
+                   data=str(data), split=split)
+    if pred_file.kind == "r2gen-csv" and set(pred_file.texts) != set(ref_texts) and len(pred_file.texts) == len(studies):
+        # R2Gen writes res.csv in test-loader order (annotation order, no shuffle): pair by position.
+        pred_file.texts = {s.id: pred_file.texts[str(i)] for i, s in enumerate(studies)}
+        sources["paired_by"] = "row order of res.csv = order of the split in annotation.json"
+        warn(f"{pred_file.path} has no ids; paired its rows with the {split} split in dataset order")
+    return ref_texts, f"--data {data} --split {split}", dataset.normalize
+
+
+def _embedded_references(pred_file: TextFile, sources: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The 'reference' fields of a JSONL predictions file; every line must have one."""
+    ref_texts = pred_file.embedded_references
+    missing = [i for i in pred_file.texts if i not in ref_texts]
+    if missing:
+        first = missing[0]
+        raise DataError(f"{pred_file.path}:{pred_file.lines.get(first, '?')}: id {first!r} has no 'reference' "
+                        f"({len(missing)} lines lack one); give --references FILE or --data DIR instead")
+    sources.update(references=f"{pred_file.path} ('reference' fields)", references_format="embedded")
+    return ref_texts, str(pred_file.path)
+
+
+def _check_same_ids(pred_file: TextFile, ref_texts: dict[str, Any], ref_name: str) -> None:
+    """Refuse predictions and references that do not cover the same ids, naming a few on each side."""
+    only_pred = [i for i in pred_file.texts if i not in ref_texts]
+    only_ref = [i for i in ref_texts if i not in pred_file.texts]
+    if only_pred or only_ref:
+        parts = []
+        if only_pred:
+            parts.append(f"{len(only_pred)} of {len(pred_file.texts)} predictions have no reference in {ref_name} "
+                         f"({_describe_ids(only_pred)})")
+        if only_ref:
+            parts.append(f"{len(only_ref)} references have no prediction in {pred_file.path} ({_describe_ids(only_ref)})")
+        raise DataError("; ".join(parts) + "; predictions and references must cover the same ids")
+
+
+def _reference_list(ref: Any, ref_name: str, item_id: str) -> list[str]:
+    """One item's references as a list; refuses an item whose references are all empty."""
+    ref_list = [ref] if isinstance(ref, str) else list(ref)
+    if not any(r.strip() for r in ref_list):
+        raise DataError(f"{ref_name}: the reference of id {item_id!r} is empty; an empty reference cannot be scored")
+    return ref_list
+
+
 def load_eval_set(
     predictions: str | Path,
     *,
@@ -276,68 +372,21 @@ def load_eval_set(
                 "or a 'reference' field on every line"
             )
     if references is not None:
-        ref_file = read_text_file(references, role="references")
-        if pred_file.kind == ref_file.kind == "r2gen-csv" and len(pred_file.texts) != len(ref_file.texts):
-            # headerless CSVs pair by row number: say so, rather than list ids that are only row numbers
-            raise DataError(
-                f"--predictions {pred_file.path} has {len(pred_file.texts)} rows but --references {ref_file.path} has "
-                f"{len(ref_file.texts)}; R2Gen's res.csv and gts.csv pair row by row, so both must come from the same "
-                "test run"
-            )
-        ref_texts = ref_file.texts
-        sources.update(references=str(ref_file.path), references_format=ref_file.kind,
-                       references_sha256=sha256_file(ref_file.path))
-        ref_name = str(ref_file.path)
+        ref_texts, ref_name = _references_from_file(pred_file, references, sources)
     elif data is not None:
-        from mrg.data.prepared import load_prepared_dataset
-
-        dataset = load_prepared_dataset(data)
-        studies = dataset.split(split)
-        if not studies:
-            raise DataError(f"--data {data}: the {split} split is empty")
-        ref_texts = {s.id: s.report for s in studies}
-        normalize_hint = dataset.normalize
-        sources.update(references=f"{data} ({split} split, raw 'report' of studies.jsonl)",
-                       references_format="prepared-dataset", dataset_normalize=dataset.normalize,
-                       data=str(data), split=split)
-        ref_name = f"--data {data} --split {split}"
-        if pred_file.kind == "r2gen-csv" and set(pred_file.texts) != set(ref_texts) and len(pred_file.texts) == len(studies):
-            # R2Gen writes res.csv in test-loader order (annotation order, no shuffle): pair by position.
-            pred_file.texts = {s.id: pred_file.texts[str(i)] for i, s in enumerate(studies)}
-            sources["paired_by"] = "row order of res.csv = order of the split in annotation.json"
-            warn(f"{pred_file.path} has no ids; paired its rows with the {split} split in dataset order")
+        ref_texts, ref_name, normalize_hint = _references_from_dataset(pred_file, data, split, sources)
     else:
-        ref_texts = pred_file.embedded_references
-        missing = [i for i in pred_file.texts if i not in ref_texts]
-        if missing:
-            first = missing[0]
-            raise DataError(f"{pred_file.path}:{pred_file.lines.get(first, '?')}: id {first!r} has no 'reference' "
-                            f"({len(missing)} lines lack one); give --references FILE or --data DIR instead")
-        sources.update(references=f"{pred_file.path} ('reference' fields)", references_format="embedded")
-        ref_name = str(pred_file.path)
+        ref_texts, ref_name = _embedded_references(pred_file, sources)
     if pred_file.embedded_references and (references is not None or data is not None):
         sources["embedded_references"] = "ignored (explicit references given)"
 
-    only_pred = [i for i in pred_file.texts if i not in ref_texts]
-    only_ref = [i for i in ref_texts if i not in pred_file.texts]
-    if only_pred or only_ref:
-        parts = []
-        if only_pred:
-            parts.append(f"{len(only_pred)} of {len(pred_file.texts)} predictions have no reference in {ref_name} "
-                         f"({_describe_ids(only_pred)})")
-        if only_ref:
-            parts.append(f"{len(only_ref)} references have no prediction in {pred_file.path} ({_describe_ids(only_ref)})")
-        raise DataError("; ".join(parts) + "; predictions and references must cover the same ids")
+    _check_same_ids(pred_file, ref_texts, ref_name)
     ids = list(pred_file.texts)
     preds: list[str] = []
     refs: list[list[str]] = []
     for item_id in ids:
         preds.append(_single_prediction(pred_file.texts[item_id], str(pred_file.path), item_id))
-        ref = ref_texts[item_id]
-        ref_list = [ref] if isinstance(ref, str) else list(ref)
-        if not any(r.strip() for r in ref_list):
-            raise DataError(f"{ref_name}: the reference of id {item_id!r} is empty; an empty reference cannot be scored")
-        refs.append(ref_list)
+        refs.append(_reference_list(ref_texts[item_id], ref_name, item_id))
     return EvalSet(ids=ids, predictions=preds, references=refs, sources=sources, normalize_hint=normalize_hint)
 
 
@@ -672,6 +721,46 @@ def write_per_sample(path: Path, eval_set: EvalSet, prepared: Prepared, scores: 
             writer.writerow(row)
 
 
+def _md_table(keys: list[str], record: dict[str, Any], intervals: dict[str, Any], level: int) -> list[str]:
+    """A metric / value table, with the bootstrap interval column when there are intervals."""
+    ci = bool(intervals)
+    lines = ["| metric | value |" + (f" {level}% CI |" if ci else ""), "|---|---:|" + ("---|" if ci else "")]
+    for key in keys:
+        row = f"| {key} | {_fmt(record.get(key))} |"
+        if ci:
+            interval = intervals.get(key)
+            row += f" {_fmt(interval['low'])} – {_fmt(interval['high'])} |" if interval else " |"
+        lines.append(row)
+    lines.append("")
+    return lines
+
+
+def _md_per_observation(ce_table: list[dict[str, Any]]) -> list[str]:
+    lines = ["### Per observation (uncertain and blank as negative)", ""]
+    lines.append("| observation | support | predicted | tp | fp | fn | precision | recall | F1 |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in ce_table:
+        lines.append(f"| {row['observation']} | {row['support']} | {row['predicted']} | {row['tp']} | {row['fp']} | "
+                     f"{row['fn']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} |")
+    lines.append("")
+    return lines
+
+
+def _md_comparison(compare: dict[str, Any], num_items: int, level: int) -> list[str]:
+    lines = [f"## Comparison: A = this run, B = `{Path(compare['predictions']).name}`", ""]
+    lines.append(f"Paired test on the same {num_items} items, {compare['resamples']} resamples, seed "
+                 f"{compare['seed']}: p is two-sided approximate randomisation; the interval of A − B is a "
+                 "paired bootstrap.")
+    lines.append("")
+    lines.append(f"| metric | A | B | A − B | {level}% CI of A − B | p |")
+    lines.append("|---|---:|---:|---:|---|---:|")
+    for key, row in compare["metrics"].items():
+        lines.append(f"| {key} | {_fmt(row['a'])} | {_fmt(row['b'])} | {row['delta']:+.4f} | "
+                     f"{_fmt(row['ci_low'])} – {_fmt(row['ci_high'])} | {row['p_value']:.4f} |")
+    lines.append("")
+    return lines
+
+
 def render_markdown(record: dict[str, Any], scores: Scores, compare: dict[str, Any] | None) -> str:
     """``metrics.md``: the headline table, CE variants, per-observation CE, comparison and deviations."""
     protocol = record["protocol"]
@@ -681,22 +770,9 @@ def render_markdown(record: dict[str, Any], scores: Scores, compare: dict[str, A
     lines.append(f"Protocol **{protocol['name']}**: {protocol['normalization']}; tokenization: {protocol['tokenization']}. "
                  f"{protocol['num_items']} items, {protocol['references_per_item']} reference(s) each.")
     lines.append("")
-
-    def table(keys: list[str]) -> None:
-        ci = bool(intervals)
-        lines.append("| metric | value |" + (f" {level}% CI |" if ci else ""))
-        lines.append("|---|---:|" + ("---|" if ci else ""))
-        for key in keys:
-            row = f"| {key} | {_fmt(record.get(key))} |"
-            if ci:
-                interval = intervals.get(key)
-                row += f" {_fmt(interval['low'])} – {_fmt(interval['high'])} |" if interval else " |"
-            lines.append(row)
-        lines.append("")
-
     lines.append("## Language metrics (pycocoevalcap-exact)")
     lines.append("")
-    table([k for k in NLG_KEYS if k in record])
+    lines += _md_table([k for k in NLG_KEYS if k in record], record, intervals, level)
     ce_keys = [k for k in scores.metrics if k.startswith("ce")]
     if ce_keys:
         labeler = protocol.get("labeler") or {}
@@ -706,29 +782,11 @@ def render_markdown(record: dict[str, Any], scores: Scores, compare: dict[str, A
         lines.append("`ce_precision/recall/f1` is R2Gen's definition (micro over 14 observations, uncertain and "
                      "blank as negative); the other keys name their variant (see docs/metrics.md).")
         lines.append("")
-        table(ce_keys)
+        lines += _md_table(ce_keys, record, intervals, level)
     if scores.ce_table:
-        lines.append("### Per observation (uncertain and blank as negative)")
-        lines.append("")
-        lines.append("| observation | support | predicted | tp | fp | fn | precision | recall | F1 |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for row in scores.ce_table:
-            lines.append(f"| {row['observation']} | {row['support']} | {row['predicted']} | {row['tp']} | {row['fp']} | "
-                         f"{row['fn']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} |")
-        lines.append("")
+        lines += _md_per_observation(scores.ce_table)
     if compare:
-        lines.append(f"## Comparison: A = this run, B = `{Path(compare['predictions']).name}`")
-        lines.append("")
-        lines.append(f"Paired test on the same {protocol['num_items']} items, {compare['resamples']} resamples, seed "
-                     f"{compare['seed']}: p is two-sided approximate randomisation; the interval of A − B is a "
-                     "paired bootstrap.")
-        lines.append("")
-        lines.append(f"| metric | A | B | A − B | {level}% CI of A − B | p |")
-        lines.append("|---|---:|---:|---:|---|---:|")
-        for key, row in compare["metrics"].items():
-            lines.append(f"| {key} | {_fmt(row['a'])} | {_fmt(row['b'])} | {row['delta']:+.4f} | "
-                         f"{_fmt(row['ci_low'])} – {_fmt(row['ci_high'])} | {row['p_value']:.4f} |")
-        lines.append("")
+        lines += _md_comparison(compare, protocol["num_items"], level)
     lines.append("## Where this differs from R2Gen")
     lines.append("")
     lines += [f"- {note}" for note in protocol["deviations"]]
@@ -769,9 +827,7 @@ def run_evaluation(
 
     t0 = time.perf_counter()
     eval_set = load_eval_set(predictions, references=references, data=data, split=split)
-    other: EvalSet | None = None
-    if compare is not None:
-        other = _load_comparison(compare, eval_set)
+    other = _load_comparison(compare, eval_set) if compare is not None else None
     if meteor is not None:
         meteor.start(len(eval_set.ids))  # a test set is big enough for the parallel JVMs: start them now
     normalize = resolve_normalize(cfg, eval_set.normalize_hint)
@@ -796,11 +852,19 @@ def run_evaluation(
     record["timings"] = {k: round(v, 3) for k, v in scores.timings.items()}
     record["provenance"] = provenance()
 
+    _write_outputs(out_dir, eval_set, prepared, scores, record, compare_block)
+    return EvalReport(out_dir=out_dir, record=record, scores=scores, compare=compare_block)
+
+
+def _write_outputs(
+    out_dir: Path, eval_set: EvalSet, prepared: Prepared, scores: Scores, record: dict[str, Any],
+    compare_block: dict[str, Any] | None,
+) -> None:
+    """per_sample.csv, metrics.md and, last, metrics.json (its presence means the folder is complete)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_per_sample(out_dir / "per_sample.csv", eval_set, prepared, scores)
     write_text_atomic(out_dir / "metrics.md", render_markdown(record, scores, compare_block))
-    write_json_atomic(out_dir / "metrics.json", record)  # last: its presence means the folder is complete
-    return EvalReport(out_dir=out_dir, record=record, scores=scores, compare=compare_block)
+    write_json_atomic(out_dir / "metrics.json", record)
 
 
 def _report_input_counts(prepared: Any, cfg: EvalConfig) -> tuple[int, int]:

@@ -589,7 +589,6 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     x, y = _grid(size, batch.col("scale"), batch.col("rotation_deg"), batch.col("shift_x"), batch.col("shift_y"))
     ax = np.abs(x)
     right = (x < 0).astype(_F32)  # the patient's right, on the image's left
-    one = _F32(1.0)
 
     bw = batch.col("body_width")
     lateral = bw - _F32(0.1)
@@ -603,13 +602,35 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     body = _ramp(half - ax, edge * 2)
     att = _F32(0.05) + body * (_F32(0.34) + _F32(0.12) * np.square(np.square(ax / bw)))
 
-    # mediastinum, heart and abdomen: the dense centre
+    dense, abdomen = _frontal_centre(att, batch, x, y, dome, dome_r, dome_l, body, edge, size)
+    lung, fluid, air, marks_keep = _frontal_pleura(att, batch, x, y, ax, right, apex, lateral, dome, dome_r, dome_l,
+                                                   dense, edge)
+    _frontal_markings(att, noise, ax, y, lung, air, body, marks_keep)
+    thorax = _frontal_bones(att, batch, ax, y, lateral, apex, dome, dense, abdomen, body, edge, size)
+
+    # round lesions, airspace disease, devices
+    _draw_lesions(att, batch, x, y, edge, depth_axis=False)
+    _draw_airspace(att, batch, x, y, air, noise, edge, frontal=True)
+    _draw_devices(att, batch, x, y, edge, frontal=True, dome_l=dome_l)
+    maps = {"x": x, "y": y, "ax": ax, "right": right, "lateral": lateral, "apex": apex, "dome_r": dome_r,
+            "dome_l": dome_l, "dome": dome, "body": body, "dense": dense, "lung": lung, "air": air, "fluid": fluid,
+            "thorax": thorax}
+    return _Film(batch, noise, att, edge, maps)
+
+
+
+
+def _frontal_centre(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, dome: np.ndarray,
+                    dome_r: np.ndarray, dome_l: np.ndarray, body: np.ndarray, edge: float,
+                    size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adds the dense centre (mediastinum, heart, abdomen) and the gastric bubble to ``att``: (dense, abdomen)."""
+    one = _F32(1.0)
     knob = _F32(0.075) * _bump((y + _F32(0.42)) * _F32(7.0))
     trunk = _F32(0.035) * _bump((y + _F32(0.2)) * _F32(8.0))
     med = _ramp(x + _F32(0.1) + _F32(0.02) * y, edge) * _ramp(_F32(0.095) + knob + trunk - x, edge) * _ramp(y + _F32(0.95), 0.1)
     band = batch.rows(-0.3, 0.95, size)
     heart = np.zeros_like(x)
-    heart[:, band] = _frontal_heart(x[:, band], y[:, band], cases, dome_r, edge)
+    heart[:, band] = _frontal_heart(x[:, band], y[:, band], batch.cases, dome_r, edge)
     abdomen = _ramp(y - dome, edge)
     dense = np.maximum(np.maximum(med, heart), abdomen) * body
     att += _F32(0.26) * dense
@@ -617,7 +638,15 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     bubble = _ramp(one - _norm((x[:, band] - _F32(0.36)) / _F32(0.1), (y[:, band] - dome_l - _F32(0.11)) / _F32(0.05)), 0.3)
     att[:, band] -= _F32(0.2) * bubble * abdomen[:, band]
 
-    # lungs, pleural fluid and pneumothorax
+    return dense, abdomen
+
+
+def _frontal_pleura(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, ax: np.ndarray,
+                    right: np.ndarray, apex: np.ndarray, lateral: np.ndarray, dome: np.ndarray, dome_r: np.ndarray,
+                    dome_l: np.ndarray, dense: np.ndarray,
+                    edge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Adds the lungs, pleural fluid and pneumothorax to ``att``: (lung, fluid, air, where markings stay)."""
+    one = _F32(1.0)
     lung = _lung_field(ax, y, apex, lateral, dome, edge) * (one - dense)
     fluid = np.zeros_like(lung)
     eff_idx = batch.subset(lambda c: c.finding("pleural_effusion") is not None)
@@ -638,7 +667,13 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     att -= _F32(0.27) * (one - _F32(0.25) * _ramp(y - _F32(0.25), 0.7)) * air
     att += _F32(0.16) * fluid * (_F32(0.7) + _F32(0.3) * _ramp(y - dome + _F32(0.1), 0.3))
 
-    # vessel markings, densest at the hila
+    return lung, fluid, air, marks_keep
+
+
+def _frontal_markings(att: np.ndarray, noise: dict[str, np.ndarray], ax: np.ndarray, y: np.ndarray,
+                      lung: np.ndarray, air: np.ndarray, body: np.ndarray, marks_keep: np.ndarray) -> None:
+    """Adds the vessel markings, densest at the hila, and soft-tissue mottle to ``att``."""
+    one = _F32(1.0)
     hilum = _norm(ax - _F32(0.2), y + _F32(0.08))
     weight = np.maximum(np.minimum(_F32(1.1) - hilum * _F32(1.35), one), _F32(0.15))
     vessels = _ridges(noise["vessels"], 0.3) * _F32(0.7) + _ridges(noise["fine"], 0.25) * _F32(0.3)
@@ -646,7 +681,12 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     att += _F32(0.08) * _bump(hilum * _F32(4.5)) * lung
     att += _F32(0.015) * noise["mottle"] * body
 
-    # bones: posterior and anterior ribs, clavicles, spine
+
+def _frontal_bones(att: np.ndarray, batch: _Batch, ax: np.ndarray, y: np.ndarray, lateral: np.ndarray,
+                   apex: np.ndarray, dome: np.ndarray, dense: np.ndarray, abdomen: np.ndarray, body: np.ndarray,
+                   edge: float, size: int) -> np.ndarray:
+    """Adds the bones (posterior and anterior ribs, clavicles, spine) and the airways to ``att``: the rib cage."""
+    one = _F32(1.0)
     thorax = _ramp(lateral + _F32(0.06) - ax, edge) * _ramp(y - apex + _F32(0.12), 0.05) * _ramp(dome + _F32(0.08) - y, 0.05)
     phase = (y + _F32(0.95) - _F32(0.42) * np.square(ax)) * _F32(1.0 / 0.165)
     posterior = _ramp(np.cos(phase * _F32(2 * math.pi)) - _F32(0.45), 0.5)
@@ -666,14 +706,7 @@ def _frontal_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     bronchi = _ramp(_F32(0.016) - np.abs(v + _F32(0.31) - _F32(0.9) * u), edge) * _ramp(_F32(0.15) - u, edge)
     att[:, band] -= _F32(0.12) * np.maximum(trachea, bronchi) * body[:, band]
 
-    # round lesions, airspace disease, devices
-    _draw_lesions(att, batch, x, y, edge, depth_axis=False)
-    _draw_airspace(att, batch, x, y, air, noise, edge, frontal=True)
-    _draw_devices(att, batch, x, y, edge, frontal=True, dome_l=dome_l)
-    maps = {"x": x, "y": y, "ax": ax, "right": right, "lateral": lateral, "apex": apex, "dome_r": dome_r,
-            "dome_l": dome_l, "dome": dome, "body": body, "dense": dense, "lung": lung, "air": air, "fluid": fluid,
-            "thorax": thorax}
-    return _Film(batch, noise, att, edge, maps)
+    return thorax
 
 
 def _effusion(ax: np.ndarray, y: np.ndarray, right: np.ndarray, lateral: np.ndarray, dome_r: np.ndarray,
@@ -891,7 +924,6 @@ def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     edge = max(3.0 / size, 0.02)
     x, y = _grid(size, batch.col("scale"), batch.col("lateral_rotation_deg"), batch.col("lateral_shift_x"),
                  batch.col("shift_y"))
-    one = _F32(1.0)
     insp = batch.col("inspiration")
 
     # body from the anterior chest wall (left) to the back (right), narrowing to the neck at the top
@@ -911,8 +943,26 @@ def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     between = cage * _ramp(dome_b - y, edge) - lung  # below one dome, above the other: one lung's worth of air
     abdomen = _ramp(y - dome_a, edge) * body
 
-    # heart (anterior, on the diaphragm), aorta, trachea
-    rb, lb = zip(*(_heart_borders(c.patient) for c in cases), strict=True)
+    dense = _lateral_centre(att, batch, x, y, top, cage, abdomen, body, edge, size)
+    fluid, air = _lateral_pleura(att, batch, x, y, top, cage, lung, between, dense, dome_b, edge)
+    _lateral_bones_and_markings(att, noise, x, y, anterior, cage, lung, air, fluid, abdomen, body, edge)
+    _lateral_pneumothorax(att, batch, x, y, lung)
+
+    _draw_lesions(att, batch, x, y, edge, depth_axis=True)
+    _draw_airspace(att, batch, x, y, air, noise, edge, frontal=False)
+    _draw_devices(att, batch, x, y, edge, frontal=False, dome_l=top + _F32(0.1))
+    maps = {"x": x, "y": y, "top": top, "body": body, "cage": cage, "lung": lung, "air": air, "fluid": fluid,
+            "dense": dense, "anterior": anterior}
+    return _Film(batch, noise, att, edge, maps)
+
+
+
+
+def _lateral_centre(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, top: np.ndarray, cage: np.ndarray,
+                    abdomen: np.ndarray, body: np.ndarray, edge: float, size: int) -> np.ndarray:
+    """Adds the heart (anterior, on the diaphragm), aorta, gastric bubble and trachea to ``att``: the dense map."""
+    one = _F32(1.0)
+    rb, lb = zip(*(_heart_borders(c.patient) for c in batch.cases), strict=True)
     grow = _col(lb) - _col(rb) - _F32(0.74)
     hx, hy = _F32(-0.36) - _F32(0.05) * grow, top - _F32(0.02)
     dense = np.zeros_like(x)
@@ -935,7 +985,14 @@ def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     trachea = _ramp(_F32(0.035) - np.abs(xs - _F32(-0.02) - _F32(0.17) * (ys + one)), edge) * _ramp(_F32(-0.26) - ys, 0.05)
     att[:, band] -= _F32(0.1) * trachea * body[:, band]
 
-    # pleural fluid pools in the posterior sulci
+    return dense
+
+
+def _lateral_pleura(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, top: np.ndarray, cage: np.ndarray,
+                    lung: np.ndarray, between: np.ndarray, dense: np.ndarray, dome_b: np.ndarray,
+                    edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Adds the aerated lung and the pleural fluid pooling in the posterior sulci to ``att``: (fluid, air)."""
+    one = _F32(1.0)
     h_r, h_l = batch.effusion_heights()
     h_max, both = np.maximum(h_r, h_l), np.minimum(h_r, h_l) > 0
     fluid = np.zeros_like(x)
@@ -948,7 +1005,14 @@ def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     att -= _F32(0.27) * air * (one - fluid)
     att += _F32(0.1) * fluid
 
-    # spine (darker downwards on a normal lateral), sternum, ribs, markings
+    return fluid, air
+
+
+def _lateral_bones_and_markings(att: np.ndarray, noise: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+                                anterior: np.ndarray, cage: np.ndarray, lung: np.ndarray, air: np.ndarray,
+                                fluid: np.ndarray, abdomen: np.ndarray, body: np.ndarray, edge: float) -> None:
+    """Adds the spine (darker downwards on a normal lateral), sternum, vessel markings and ribs to ``att``."""
+    one = _F32(1.0)
     spine_c = _F32(0.67) + _F32(0.05) * (one - np.square(y))
     vertebrae = _ramp(_F32(0.11) - np.abs(x - spine_c), edge) * _ramp(y + _F32(0.95), 0.1)
     discs = _F32(0.55) + _F32(0.45) * _ramp(np.cos((y + one) * _F32(2 * math.pi / 0.125)) + _F32(0.7), 0.5)
@@ -963,19 +1027,16 @@ def _lateral_film(cases: Sequence[SyntheticCase], size: int, seed: int, stream: 
     ribs = _ramp(np.cos((y - _F32(0.35) * x) * _F32(2 * math.pi / 0.17)) - _F32(0.6), 0.4) * cage * _ramp(x - _F32(0.1), 0.4)
     att += _F32(0.03) * ribs
 
+
+def _lateral_pneumothorax(att: np.ndarray, batch: _Batch, x: np.ndarray, y: np.ndarray, lung: np.ndarray) -> None:
+    """Darkens the apex of the cases with a pneumothorax in ``att``."""
+    one = _F32(1.0)
     ptx_idx = batch.subset(lambda c: c.finding("pneumothorax") is not None)
     if len(ptx_idx):  # barely visible on a lateral: a thin lucent cap at the apex
         k = _col([batch.cases[i].finding("pneumothorax")["retraction"] for i in ptx_idx])  # type: ignore[index]
         ys, xs = y[ptx_idx], x[ptx_idx]
         cap = _F32(-0.82) + _F32(0.9) * np.square(xs - _F32(0.1)) + (one - k) * _F32(0.8)
         att[ptx_idx] -= _F32(0.05) * _ramp(cap - ys, 0.03) * lung[ptx_idx]
-
-    _draw_lesions(att, batch, x, y, edge, depth_axis=True)
-    _draw_airspace(att, batch, x, y, air, noise, edge, frontal=False)
-    _draw_devices(att, batch, x, y, edge, frontal=False, dome_l=top + _F32(0.1))
-    maps = {"x": x, "y": y, "top": top, "body": body, "cage": cage, "lung": lung, "air": air, "fluid": fluid,
-            "dense": dense, "anterior": anterior}
-    return _Film(batch, noise, att, edge, maps)
 
 
 # ============================================================================================== reporting
@@ -1535,6 +1596,56 @@ def _claimed_source(root: Path, source: dict[str, Any]) -> dict[str, Any]:
     return previous if previous == legacy else source
 
 
+def _synthetic_source(n: int, seed: int, image_size: int, views: int, split: Sequence[float],
+                      normal_fraction: float, difficulty: str) -> dict[str, Any]:
+    """The source record that identifies a synthetic run (options and the generator version of its difficulty)."""
+    version = GENERATOR_VERSION
+    if difficulty == "hard":
+        from mrg.data.sources.synthetic_hard import HARD_GENERATOR_VERSION as version
+    return {"kind": "synthetic", "n": n, "seed": seed, "image_size": image_size, "views": views,
+            "split": list(split), "normal_fraction": normal_fraction, "difficulty": difficulty,
+            "generator_version": version}
+
+
+def _render_chunks(jobs: list[tuple[Any, ...]], workers: int, views: int, progress: Any) -> None:
+    """Render the image chunks ``jobs`` (``_render_chunk`` arguments) in ``workers`` processes, with progress."""
+    task = None
+    if progress is not None:
+        task = progress.add_task("rendering images", total=sum(job[3] - job[2] for job in jobs) * views)
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            _render_chunk(*job)
+            if task is not None:
+                progress.advance(task, (job[3] - job[2]) * views)
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            try:
+                futures = [pool.submit(_render_chunk, *job) for job in jobs]
+                for job, future in zip(jobs, futures, strict=True):
+                    future.result()
+                    if task is not None:
+                        progress.advance(task, (job[3] - job[2]) * views)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _synthetic_protocol(source: dict[str, Any], studies: list[Study]) -> dict[str, Any]:
+    """The protocol record of a synthetic run: its options and the label counts of its studies."""
+    return {
+        "name": "synthetic",
+        "section": "findings",
+        "split": "seeded-shuffle",
+        "split_ratios": list(source["split"]),
+        "image_size": source["image_size"],
+        "views": source["views"],
+        "normal_fraction": source["normal_fraction"],
+        "difficulty": source["difficulty"],
+        "generator_version": source["generator_version"],
+        "label_counts": _label_counts(studies),
+    }
+
+
 def prepare_synthetic(
     out_dir: str | os.PathLike[str],
     *,
@@ -1580,51 +1691,17 @@ def prepare_synthetic(
     """
     split = _check_options(n, seed, image_size, views, split, normal_fraction, workers, difficulty)
     root = Path(out_dir)
-    version = GENERATOR_VERSION
-    if difficulty == "hard":
-        from mrg.data.sources.synthetic_hard import HARD_GENERATOR_VERSION as version
-    source = {"kind": "synthetic", "n": n, "seed": seed, "image_size": image_size, "views": views,
-              "split": list(split), "normal_fraction": normal_fraction, "difficulty": difficulty,
-              "generator_version": version}
+    source = _synthetic_source(n, seed, image_size, views, split, normal_fraction, difficulty)
     state = prepare_output_dir(root, _claimed_source(root, source), force=force)
     if state == "complete":
         return {**read_json(root / STAMP_NAME), "skipped": True}
 
     studies = generate_studies(n, seed, views=views, split=split, normal_fraction=normal_fraction, difficulty=difficulty)
-    chunks = [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-    jobs = [(str(root), seed, a, b, image_size, views, normal_fraction, force, difficulty) for a, b in chunks]
-    workers = workers or _default_workers(n * views)
-    task = progress.add_task("rendering images", total=n * views) if progress is not None else None
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            _render_chunk(*job)
-            if task is not None:
-                progress.advance(task, (job[3] - job[2]) * views)
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            try:
-                futures = [pool.submit(_render_chunk, *job) for job in jobs]
-                for job, future in zip(jobs, futures, strict=True):
-                    future.result()
-                    if task is not None:
-                        progress.advance(task, (job[3] - job[2]) * views)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-
-    protocol = {
-        "name": "synthetic",
-        "section": "findings",
-        "split": "seeded-shuffle",
-        "split_ratios": list(split),
-        "image_size": image_size,
-        "views": views,
-        "normal_fraction": normal_fraction,
-        "difficulty": difficulty,
-        "generator_version": version,
-        "label_counts": _label_counts(studies),
-    }
+    jobs = [(str(root), seed, a, b, image_size, views, normal_fraction, force, difficulty)
+            for a, b in [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]]
+    _render_chunks(jobs, workers or _default_workers(n * views), views, progress)
     images = {"placed": True, "format": "png", "mode": "L", "size": image_size,
               "views": list(VIEW_NAMES[:views]), "sha256": _images_digest(root, studies)}
-    record = write_prepared_dataset(root, studies, source=source, protocol=protocol, normalize="r2gen-iu", images=images)
+    record = write_prepared_dataset(root, studies, source=source, protocol=_synthetic_protocol(source, studies),
+                                    normalize="r2gen-iu", images=images)
     return {**record, "skipped": False}

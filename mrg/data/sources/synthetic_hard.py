@@ -735,6 +735,36 @@ def _loc(rng: np.random.Generator, side: str, zone: str) -> str:
     return f"{side} {_pick(rng, easy._ZONE_WORDS[zone])}"
 
 
+def _effusion_text(rng: np.random.Generator, f: dict[str, Any]) -> str:
+    """The sentence of a pleural effusion: trace when hedged, else by side and the size of each side."""
+    hedged = f["hedged"]
+    sizes = f["size_by_side"]
+    if hedged:
+        text = _fill(rng, _EFFUSION_TRACE, side=f["side"])
+    elif f["side"] != "bilateral":
+        templates = easy._EFFUSION_ONE + (easy._EFFUSION_SMALL if f["size"] == "small" else ())
+        text = _fill(rng, templates, size=f["size"], side=f["side"])
+    elif sizes["right"] == sizes["left"]:
+        text = _fill(rng, easy._EFFUSION_BOTH, size=f["size"])
+    else:
+        text = _fill(rng, _EFFUSION_TWO_SIZES, size_r=sizes["right"], size_l=sizes["left"])
+    return text
+
+
+def _lesion_text(rng: np.random.Generator, f: dict[str, Any]) -> str:
+    """The sentence of a lung lesion: several nodules, or one nodule or mass at its location, with its size."""
+    hedged = f["hedged"]
+    cm = _cm_words(f["size_cm"])
+    if f["type"] == "multiple":
+        where = "both lungs" if f["side"] == "bilateral" else f"{f['side']} lung"
+        count = {2: "two", 3: "three", 4: "four"}[f["count"]]
+        text = _fill(rng, _NODULES, count=count, where=where, cm=cm)
+    else:
+        templates = _NODULE_HEDGED if hedged else _MASS if f["type"] == "mass" else _NODULE
+        text = _fill(rng, templates, loc=_loc(rng, f["side"], f["zone"]), cm=cm)
+    return text
+
+
 def _finding_sentence(rng: np.random.Generator, f: dict[str, Any]) -> _Sentence:
     kind, hedged = f["kind"], f["hedged"]
     value = UNCERTAIN if hedged else POSITIVE
@@ -745,17 +775,7 @@ def _finding_sentence(rng: np.random.Generator, f: dict[str, Any]) -> _Sentence:
         adj, adv = _pick(rng, _CARDIO_ADJ[f["severity"]])
         return _Sentence(_fill(rng, easy._CARDIO_POSITIVE, adj=adj, adv=adv), {obs: value}, "heart", True)
     if kind == "pleural_effusion":
-        sizes = f["size_by_side"]
-        if hedged:
-            text = _fill(rng, _EFFUSION_TRACE, side=f["side"])
-        elif f["side"] != "bilateral":
-            templates = easy._EFFUSION_ONE + (easy._EFFUSION_SMALL if f["size"] == "small" else ())
-            text = _fill(rng, templates, size=f["size"], side=f["side"])
-        elif sizes["right"] == sizes["left"]:
-            text = _fill(rng, easy._EFFUSION_BOTH, size=f["size"])
-        else:
-            text = _fill(rng, _EFFUSION_TWO_SIZES, size_r=sizes["right"], size_l=sizes["left"])
-        return _Sentence(text, {obs: value}, "pleura", True)
+        return _Sentence(_effusion_text(rng, f), {obs: value}, "pleura", True)
     if kind == "pneumothorax":
         if hedged:
             text = _fill(rng, easy._PTX_HEDGED, side=f["side"])
@@ -764,15 +784,7 @@ def _finding_sentence(rng: np.random.Generator, f: dict[str, Any]) -> _Sentence:
                          size=f["size"], side=f["side"])
         return _Sentence(text, {obs: value}, "pleura", True)
     if kind == "lung_lesion":
-        cm = _cm_words(f["size_cm"])
-        if f["type"] == "multiple":
-            where = "both lungs" if f["side"] == "bilateral" else f"{f['side']} lung"
-            count = {2: "two", 3: "three", 4: "four"}[f["count"]]
-            text = _fill(rng, _NODULES, count=count, where=where, cm=cm)
-        else:
-            templates = _NODULE_HEDGED if hedged else _MASS if f["type"] == "mass" else _NODULE
-            text = _fill(rng, templates, loc=_loc(rng, f["side"], f["zone"]), cm=cm)
-        return _Sentence(text, {obs: value}, "lungs", True)
+        return _Sentence(_lesion_text(rng, f), {obs: value}, "lungs", True)
     if kind == "consolidation":
         if hedged:
             return _Sentence(_fill(rng, _CONSOLIDATION_HEDGED, site=f["site"]), {obs: value}, "lungs", True)

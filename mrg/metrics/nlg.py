@@ -333,33 +333,22 @@ class NlgScores:
         return out
 
 
-def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> NlgScores:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of ``predictions`` against ``references`` (a list of strings per item).
-
-    The texts are scored as given (whitespace tokens); protocol normalisation happens before this call.
-
-    Raises:
-        MetricError: the inputs do not pair up, or an item has no reference.
-    """
-    check_pairs(predictions, references)
-    num_items = len(predictions)
-    row_item_list = [item for item, refs in enumerate(references) for _ in refs]
-    row_item = np.asarray(row_item_list, dtype=np.int64)
-    refs_per_item = np.asarray([len(refs) for refs in references], dtype=np.float64)
-    num_rows = len(row_item)
-
-    ref_texts = [text for refs in references for text in refs]
-    packed = _packed_counts(list(predictions), ref_texts)
+def _ngram_tables(predictions: list[str], ref_texts: list[str]) -> tuple[_Flat, _Flat, int]:
+    """The 1..4-gram counts of the predictions and of every reference row, and the number of distinct n-grams."""
+    packed = _packed_counts(predictions, ref_texts)
     if packed is not None:
-        hyp, ref, num_grams = packed
-    else:  # a vocabulary too large to pack 4-grams into 64 bits: count with dictionaries
-        intern: dict[object, int] = {}
-        hyp = _flatten([ngram_counts(text) for text in predictions], intern)
-        ref = _flatten([ngram_counts(text) for text in ref_texts], intern)
-        num_grams = max(len(intern), 1)
-    ref_item = row_item[ref.text]
+        return packed
+    # a vocabulary too large to pack 4-grams into 64 bits: count with dictionaries
+    intern: dict[object, int] = {}
+    hyp = _flatten([ngram_counts(text) for text in predictions], intern)
+    ref = _flatten([ngram_counts(text) for text in ref_texts], intern)
+    return hyp, ref, max(len(intern), 1)
 
-    # ---- BLEU: per-item lengths, guesses and clipped matches (max count over an item's references)
+
+def _bleu_stats(hyp: _Flat, ref: _Flat, row_item: np.ndarray, ref_key: np.ndarray, hyp_key: np.ndarray,
+                hyp_slot: np.ndarray, num_items: int) -> np.ndarray:
+    """BLEU's per-item lengths, guesses and clipped matches (max count over an item's references), (items, 10)."""
+    num_rows = len(row_item)
     hyp_len = np.bincount(hyp.text[hyp.order == 0], weights=hyp.count[hyp.order == 0], minlength=num_items)
     row_len = np.bincount(ref.text[ref.order == 0], weights=ref.count[ref.order == 0], minlength=num_rows)
     # closest reference length, ties to the shorter: minimise (|len - hyp_len|, len) over each item's rows
@@ -369,24 +358,22 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
     first[1:] = row_item[rank][1:] != row_item[rank][:-1]
     reflen = np.zeros(num_items, dtype=np.float64)
     reflen[row_item[rank][first]] = row_len[rank][first]
-    ref_key = ref_item * num_grams + ref.gram
     if num_rows == num_items:
         max_keys, max_counts = ref_key, ref.count
     else:
         max_keys, inverse = np.unique(ref_key, return_inverse=True)
         max_counts = np.zeros(len(max_keys), dtype=np.float64)
         np.maximum.at(max_counts, inverse, ref.count)
-    hyp_key = hyp.text * num_grams + hyp.gram
     ref_max = _lookup(max_keys, max_counts, hyp_key)
-    hyp_slot = hyp.text * N_GRAM + hyp.order
     correct = np.bincount(hyp_slot, weights=np.minimum(hyp.count, ref_max), minlength=num_items * N_GRAM)
     guess = np.maximum(0.0, hyp_len[:, None] - np.arange(N_GRAM)[None, :])
-    bleu_stats = np.column_stack([hyp_len, reflen, guess, correct.reshape(num_items, N_GRAM)])
+    return np.column_stack([hyp_len, reflen, guess, correct.reshape(num_items, N_GRAM)])
 
-    # ---- ROUGE-L
-    rouge = np.asarray([rouge_l_item(p, refs) for p, refs in zip(predictions, references, strict=True)], dtype=np.float64)
 
-    # ---- CIDEr-D
+def _cider_stats(hyp: _Flat, ref: _Flat, row_item: np.ndarray, refs_per_item: np.ndarray, ref_key: np.ndarray,
+                 hyp_key: np.ndarray, hyp_slot: np.ndarray, num_items: int, num_grams: int) -> CiderStats:
+    """The sparse term vectors, document-frequency keys and length penalties CIDEr-D is computed from."""
+    num_rows = len(row_item)
     if num_rows == num_items:
         df_key = ref_key
     else:
@@ -396,7 +383,7 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
     delta = hyp_bigrams[row_item] - row_bigrams
     hyp_for_ref = _lookup(hyp_key, hyp.count, ref_key)
     ref_slot = ref.text * N_GRAM + ref.order
-    cider_stats = CiderStats(
+    return CiderStats(
         num_items=num_items,
         num_ngrams=num_grams,
         row_item=row_item,
@@ -412,6 +399,29 @@ def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
         hyp_value=hyp.count * hyp.count,
         penalty=math.e ** (-(delta**2) / (2 * CIDER_SIGMA**2)),
     )
+
+
+def score_nlg(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> NlgScores:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of ``predictions`` against ``references`` (a list of strings per item).
+
+    The texts are scored as given (whitespace tokens); protocol normalisation happens before this call.
+
+    Raises:
+        MetricError: the inputs do not pair up, or an item has no reference.
+    """
+    check_pairs(predictions, references)
+    num_items = len(predictions)
+    row_item_list = [item for item, refs in enumerate(references) for _ in refs]
+    row_item = np.asarray(row_item_list, dtype=np.int64)
+    refs_per_item = np.asarray([len(refs) for refs in references], dtype=np.float64)
+    hyp, ref, num_grams = _ngram_tables(list(predictions), [text for refs in references for text in refs])
+    ref_item = row_item[ref.text]
+    ref_key = ref_item * num_grams + ref.gram
+    hyp_key = hyp.text * num_grams + hyp.gram
+    hyp_slot = hyp.text * N_GRAM + hyp.order
+    bleu_stats = _bleu_stats(hyp, ref, row_item, ref_key, hyp_key, hyp_slot, num_items)
+    rouge = np.asarray([rouge_l_item(p, refs) for p, refs in zip(predictions, references, strict=True)], dtype=np.float64)
+    cider_stats = _cider_stats(hyp, ref, row_item, refs_per_item, ref_key, hyp_key, hyp_slot, num_items, num_grams)
     cider_items = cider_stats.item_scores(cider_stats.document_frequency(), num_items)
     return NlgScores(
         bleu=[float(v) for v in bleu_from_stats(bleu_stats.sum(axis=0))],

@@ -250,6 +250,81 @@ class Selection:
     """Ids that the split file lists but the source does not provide as eligible studies."""
 
 
+def _eligible_reports(
+    reports: list[IUReport], section: str, min_images: int, excluded: dict[str, int]
+) -> list[tuple[IUReport, str]]:
+    """The reports with a non-empty ``section`` and at least ``min_images`` images; counts the others in ``excluded``."""
+    eligible: list[tuple[IUReport, str]] = []
+    for report in reports:
+        text = report_text(report, section)
+        if not text.strip():
+            excluded["empty_section"] += 1
+        elif len(report.image_ids) < min_images:
+            excluded["fewer_images"] += 1
+        else:
+            eligible.append((report, text))
+    return eligible
+
+
+def _iu_study(report: IUReport, text: str, split_name: str) -> IUStudy:
+    """The prepared entry of one report, its images numbered 0, 1, ... under ``images/<study id>/``."""
+    study_id = study_id_from_image(report.image_ids[0])
+    return IUStudy(
+        id=study_id,
+        split=split_name,
+        report=text,
+        image_paths=[f"images/{study_id}/{k}.png" for k in range(len(report.image_ids))],
+        sections=dict(report.sections),
+        extra={
+            "uid": report.uid,
+            "xml": Path(report.name.rsplit(":", 1)[-1]).name,
+            "image_ids": list(report.image_ids),
+            "mesh_major": list(report.mesh_major),
+            "mesh_automatic": list(report.mesh_automatic),
+        },
+    )
+
+
+def _split_by_ids(
+    eligible: list[tuple[IUReport, str]], split_ids: dict[str, list[str]], excluded: dict[str, int]
+) -> tuple[list[IUStudy], list[str]]:
+    """The studies in the order of ``split_ids``, and the listed ids no eligible report gives (missing)."""
+    position = {sid: (SPLITS.index(s), i) for s in SPLITS for i, sid in enumerate(split_ids[s])}
+    by_id = {}
+    for report, text in eligible:
+        study_id = study_id_from_image(report.image_ids[0])
+        if study_id in position:
+            by_id[study_id] = (report, text)
+        else:
+            excluded["not_in_split"] += 1
+    studies: list[IUStudy] = []
+    missing: list[str] = []
+    for split_name in SPLITS:
+        for study_id in split_ids[split_name]:
+            if study_id in by_id:
+                studies.append(_iu_study(*by_id[study_id], split_name))
+            else:
+                missing.append(study_id)
+    return studies, missing
+
+
+def _split_randomly(
+    eligible: list[tuple[IUReport, str]], seed: int, ratios: tuple[float, float, float]
+) -> list[IUStudy]:
+    """A seeded shuffle assigned to train/val/test by ``ratios``; within a split, report order."""
+    order = list(range(len(eligible)))
+    random.Random(seed).shuffle(order)
+    n_train = round(len(order) * ratios[0])
+    n_val = round(len(order) * ratios[1])
+    assigned = {}
+    for rank, index in enumerate(order):
+        assigned[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    studies: list[IUStudy] = []
+    for split_name in SPLITS:  # within a split, report order
+        studies += [_iu_study(*eligible[i], split_name) for i in range(len(eligible)) if assigned[i] == split_name]
+    return studies
+
+
 def select_studies(
     reports: list[IUReport],
     *,
@@ -277,62 +352,14 @@ def select_studies(
     if section not in SECTION_CHOICES:
         raise ConfigError(f"--section {section!r}: choose one of {', '.join(SECTION_CHOICES)}")
     excluded = {"empty_section": 0, "fewer_images": 0, "not_in_split": 0}
-    eligible: list[tuple[IUReport, str]] = []
-    for report in reports:
-        text = report_text(report, section)
-        if not text.strip():
-            excluded["empty_section"] += 1
-        elif len(report.image_ids) < min_images:
-            excluded["fewer_images"] += 1
-        else:
-            eligible.append((report, text))
-
-    def make(report: IUReport, text: str, split_name: str) -> IUStudy:
-        study_id = study_id_from_image(report.image_ids[0])
-        return IUStudy(
-            id=study_id,
-            split=split_name,
-            report=text,
-            image_paths=[f"images/{study_id}/{k}.png" for k in range(len(report.image_ids))],
-            sections=dict(report.sections),
-            extra={
-                "uid": report.uid,
-                "xml": Path(report.name.rsplit(":", 1)[-1]).name,
-                "image_ids": list(report.image_ids),
-                "mesh_major": list(report.mesh_major),
-                "mesh_automatic": list(report.mesh_automatic),
-            },
-        )
-
-    studies: list[IUStudy] = []
+    eligible = _eligible_reports(reports, section, min_images, excluded)
     missing: list[str] = []
     if split in ("r2gen", "file"):
         if split_ids is None:
             raise ConfigError(f"--split {split}: no split ids given")
-        position = {sid: (SPLITS.index(s), i) for s in SPLITS for i, sid in enumerate(split_ids[s])}
-        by_id = {}
-        for report, text in eligible:
-            study_id = study_id_from_image(report.image_ids[0])
-            if study_id in position:
-                by_id[study_id] = (report, text)
-            else:
-                excluded["not_in_split"] += 1
-        for split_name in SPLITS:
-            for study_id in split_ids[split_name]:
-                if study_id in by_id:
-                    studies.append(make(*by_id[study_id], split_name))
-                else:
-                    missing.append(study_id)
+        studies, missing = _split_by_ids(eligible, split_ids, excluded)
     elif split == "random":
-        order = list(range(len(eligible)))
-        random.Random(seed).shuffle(order)
-        n_train = round(len(order) * ratios[0])
-        n_val = round(len(order) * ratios[1])
-        assigned = {}
-        for rank, index in enumerate(order):
-            assigned[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-        for split_name in SPLITS:  # within a split, report order
-            studies += [make(*eligible[i], split_name) for i in range(len(eligible)) if assigned[i] == split_name]
+        studies = _split_randomly(eligible, seed, ratios)
     else:
         raise ConfigError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
     ids = [s.id for s in studies]
@@ -474,6 +501,19 @@ def place_images(
     if not jobs:
         return 0
     remaining = set(jobs)
+    written = _place_from_source(jobs, remaining, kind=kind, path=path, size=size, workers=workers)
+    if remaining:
+        raise _missing_images_error(sorted(remaining), studies, path)
+    return written
+
+
+def _place_from_source(
+    jobs: dict[str, list[str]], remaining: set[str], *, kind: str, path: Path, size: int | None, workers: int
+) -> int:
+    """Place the images of ``jobs`` found in the source (removing them from ``remaining``); the files written.
+
+    With ``size`` and more than one worker, resizing runs in a bounded queue of spawned processes.
+    """
     written = 0
     pool = None
     if size is not None and workers > 1:
@@ -516,15 +556,16 @@ def place_images(
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-    if remaining:
-        missing = sorted(remaining)
-        owner = next(s for s in studies if missing[0] in s.extra["image_ids"])
-        raise DataError(
-            f"{path}: image {missing[0]}.png (study {owner.id}, report {owner.extra['xml']}) is missing"
-            + (f", and {len(missing) - 1} more" if len(missing) > 1 else "")
-            + "; the image source is incomplete: pass the full NLMCXR_png.tgz (or download it again), or use --skip-images"
-        )
     return written
+
+
+def _missing_images_error(missing: list[str], studies: list[IUStudy], path: Path) -> DataError:
+    owner = next(s for s in studies if missing[0] in s.extra["image_ids"])
+    return DataError(
+        f"{path}: image {missing[0]}.png (study {owner.id}, report {owner.extra['xml']}) is missing"
+        + (f", and {len(missing) - 1} more" if len(missing) > 1 else "")
+        + "; the image source is incomplete: pass the full NLMCXR_png.tgz (or download it again), or use --skip-images"
+    )
 
 
 def _image_fix(problem: str, kind: str) -> str:
@@ -758,43 +799,22 @@ def _claim(opts: IUXrayOptions, source: dict[str, Any]) -> str:
     return prepare_output_dir(out, source, force=force)
 
 
-def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
-    """Prepare IU X-ray into ``opts.out`` (download or local sources, protocol, images, stamp last).
-
-    Returns:
-        The prepare.json record; ``skipped`` when the folder was already complete for the same options.
-
-    Raises:
-        MrgError subclasses naming the file or option at fault (nothing is stamped on failure).
-    """
-    _validate(opts)
-    split_ids: dict[str, list[str]] | None = None
-    split_file_sha = None
-    manifest: Path | None = None
+def _split_manifest(opts: IUXrayOptions) -> Path | None:
+    """The split file of ``--split r2gen`` (shipped) or ``--split file``; None for ``--split random``."""
     if opts.split == "r2gen":
-        manifest = manifest_path("iu_xray", "r2gen_split.json")
-    elif opts.split == "file":
-        manifest = Path(opts.split_file).expanduser()  # type: ignore[arg-type]
-    if manifest is not None:
-        split_ids = _load_split_file(manifest)
-        split_file_sha = sha256_file(manifest)
-    source = _source_record(opts, split_file_sha)
-    out = Path(opts.out)
-    state = _claim(opts, source)
-    if state == "complete":
-        return IUXrayResult(record=read_json(out / STAMP_NAME), skipped=True)
+        return manifest_path("iu_xray", "r2gen_split.json")
+    if opts.split == "file":
+        return Path(opts.split_file).expanduser()  # type: ignore[arg-type]
+    return None
 
-    inputs = _acquire(opts)
-    reports = read_reports(inputs.reports)
-    selection = select_studies(
-        reports, section=opts.section, min_images=opts.min_images, split=opts.split, split_ids=split_ids,
-        seed=opts.seed, ratios=opts.ratios,
-    )
+
+def _selection_notes(opts: IUXrayOptions, inputs: _Inputs, selection: Selection, with_split_file: bool) -> list[str]:
+    """The run's notes; refuses a selection without studies and warns about split-file studies not in the source."""
     notes = list(inputs.notes)
     if not selection.studies:
         raise DataError(
             f"{inputs.reports}: no report has a non-empty {opts.section} section, >= {opts.min_images} images"
-            + (" and an id in the split file" if split_ids is not None else "")
+            + (" and an id in the split file" if with_split_file else "")
             + "; check --source, --section and --min-images"
         )
     if selection.missing_from_source:
@@ -803,7 +823,11 @@ def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
             f"(e.g. {selection.missing_from_source[0]}); the dataset is a subset"
         )
         warn(notes[-1])
+    return notes
 
+
+def _place_or_list_images(opts: IUXrayOptions, inputs: _Inputs, selection: Selection, out: Path) -> dict[str, Any]:
+    """Place the selected studies' images (unless ``--skip-images``); the images record of prepare.json."""
     workers = opts.workers or min(8, os.cpu_count() or 1)
     images: dict[str, Any] = {
         "placed": not opts.skip_images,
@@ -819,6 +843,14 @@ def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
         images.update(written=written, workers=workers if opts.image_size else 1,
                       resize="shorter side, aspect kept, bicubic (mrg.data.images.resize_keep_aspect)"
                       if opts.image_size else None)
+    return images
+
+
+def _protocol_record(
+    opts: IUXrayOptions, inputs: _Inputs, selection: Selection, manifest: Path | None, split_file_sha: str | None,
+    *, num_reports: int,
+) -> dict[str, Any]:
+    """The protocol record of prepare.json: section, image and split rules, split file, what was excluded."""
     protocol: dict[str, Any] = {
         "name": "r2gen" if _is_r2gen(opts) else "custom",
         "label": _protocol_label(opts),
@@ -835,12 +867,43 @@ def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
         id_rule="first parentImage id without its last -NNNN part",
         report="selected section text unchanged" + (" (findings and impression joined by a space)"
                                                     if opts.section == "findings+impression" else ""),
-        reports_parsed=len(reports),
+        reports_parsed=num_reports,
         excluded=selection.excluded,
         missing_from_source=len(selection.missing_from_source),
     )
     if inputs.urls:
         protocol["downloaded_from"] = {name: redact_url(url) for name, url in inputs.urls.items()}
+    return protocol
+
+
+def prepare_iu_xray(opts: IUXrayOptions) -> IUXrayResult:
+    """Prepare IU X-ray into ``opts.out`` (download or local sources, protocol, images, stamp last).
+
+    Returns:
+        The prepare.json record; ``skipped`` when the folder was already complete for the same options.
+
+    Raises:
+        MrgError subclasses naming the file or option at fault (nothing is stamped on failure).
+    """
+    _validate(opts)
+    manifest = _split_manifest(opts)
+    split_ids = _load_split_file(manifest) if manifest is not None else None
+    split_file_sha = sha256_file(manifest) if manifest is not None else None
+    source = _source_record(opts, split_file_sha)
+    out = Path(opts.out)
+    state = _claim(opts, source)
+    if state == "complete":
+        return IUXrayResult(record=read_json(out / STAMP_NAME), skipped=True)
+
+    inputs = _acquire(opts)
+    reports = read_reports(inputs.reports)
+    selection = select_studies(
+        reports, section=opts.section, min_images=opts.min_images, split=opts.split, split_ids=split_ids,
+        seed=opts.seed, ratios=opts.ratios,
+    )
+    notes = _selection_notes(opts, inputs, selection, split_ids is not None)
+    images = _place_or_list_images(opts, inputs, selection, out)
+    protocol = _protocol_record(opts, inputs, selection, manifest, split_file_sha, num_reports=len(reports))
     record = write_prepared_dataset(
         out, selection.studies, source=source, protocol=protocol, normalize="r2gen-iu", images=images,
         checksums=inputs.checksums, check_images=not opts.skip_images,

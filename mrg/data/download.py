@@ -186,73 +186,95 @@ def _attempt(
         response = _OPENER.open(_request(url, offset, auth), timeout=timeout)
     except urllib.error.HTTPError as err:
         err.close()
-        if err.code in (401, 403):
-            raise AuthError(
-                f"{shown}: the server refused access (HTTP {err.code}); check the credentials and that the data use "
-                "agreement for this dataset is signed with that account"
-            ) from None
-        if err.code == 416 and offset:
-            match = _UNSATISFIED_RANGE.search(err.headers.get("Content-Range", "") if err.headers else "")
-            if match and int(match.group(1)) == offset:
-                return  # the partial file already holds every byte
-            part.unlink(missing_ok=True)  # the partial file does not fit this resource: start again
-            raise _Retry(f"HTTP 416 for a resumed request; restarting {shown} from the beginning") from None
-        if err.code in _RETRY_STATUS:
-            raise _Retry(f"HTTP {err.code} {err.reason}") from None
-        if err.code == 404:
-            raise DownloadError(f"{shown}: not found (HTTP 404); check the URL or --base-url") from None
-        raise DownloadError(f"{shown}: the server answered HTTP {err.code} {err.reason}; check the URL") from None
+        _raise_for_http_error(err, shown, offset, part)
+        return  # HTTP 416 for a resumed request whose partial file already holds every byte
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
         raise _Retry(f"{type(err).__name__}: {reason}") from None
 
     with response:
-        status = response.status
-        length = response.headers.get("Content-Length")
-        total: int | None = None
-        if status == 206:
-            match = _CONTENT_RANGE.search(response.headers.get("Content-Range", ""))
-            if match is None or int(match.group(1)) != offset:
-                part.unlink(missing_ok=True)
-                raise _Retry(f"the server resumed {shown} at the wrong position; restarting from the beginning")
-            total = int(match.group(3)) if match.group(3) != "*" else None
-            mode = "ab"
-        elif status == 200:
-            offset = 0  # a full answer (the server ignored Range, or this is the first request): start over
-            total = int(length) if length and length.isdigit() else None
-            mode = "wb"
-        else:
-            raise DownloadError(f"{shown}: unexpected HTTP status {status}; check the URL")
-        if expected_size is not None and total is not None and total != expected_size:
-            raise ChecksumError(
-                f"{shown}: the server reports {total:,} bytes but {expected_size:,} are expected; the remote file "
-                "changed or the URL is wrong (check --base-url); nothing was saved"
-            )
+        offset, total, mode = _answered_range(response, shown, part, offset, expected_size)
         display.start(total if total is not None else expected_size, offset)
-        received = 0
-        try:
-            handle = open(part, mode)
-        except OSError as err:
-            raise DataError(f"{part}: cannot write ({err.strerror}); check the folder's permissions and free space") from None
-        with handle:
-            while True:
-                if cancel is not None and cancel.is_set():
-                    raise _Cancelled()
-                try:
-                    chunk = response.read(_CHUNK)
-                except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as err:
-                    raise _Retry(f"connection lost after {offset + received:,} bytes ({type(err).__name__})",
-                                 progressed=received > 0) from None
-                if not chunk:
-                    break
-                try:
-                    handle.write(chunk)
-                except OSError as err:
-                    raise DataError(f"{part}: cannot write ({err.strerror}); check free disk space") from None
-                received += len(chunk)
-                display.advance(len(chunk))
+        received = _write_body(response, part, mode, offset, display, cancel)
         if total is not None and offset + received < total:
             raise _Retry(f"connection closed after {offset + received:,} of {total:,} bytes", progressed=received > 0)
+
+
+def _raise_for_http_error(err: urllib.error.HTTPError, shown: str, offset: int, part: Path) -> None:
+    """Raise the error (or ``_Retry``) an HTTP error answer means; returns only when ``part`` is already complete."""
+    if err.code in (401, 403):
+        raise AuthError(
+            f"{shown}: the server refused access (HTTP {err.code}); check the credentials and that the data use "
+            "agreement for this dataset is signed with that account"
+        ) from None
+    if err.code == 416 and offset:
+        match = _UNSATISFIED_RANGE.search(err.headers.get("Content-Range", "") if err.headers else "")
+        if match and int(match.group(1)) == offset:
+            return  # the partial file already holds every byte
+        part.unlink(missing_ok=True)  # the partial file does not fit this resource: start again
+        raise _Retry(f"HTTP 416 for a resumed request; restarting {shown} from the beginning") from None
+    if err.code in _RETRY_STATUS:
+        raise _Retry(f"HTTP {err.code} {err.reason}") from None
+    if err.code == 404:
+        raise DownloadError(f"{shown}: not found (HTTP 404); check the URL or --base-url") from None
+    raise DownloadError(f"{shown}: the server answered HTTP {err.code} {err.reason}; check the URL") from None
+
+
+def _answered_range(
+    response: Any, shown: str, part: Path, offset: int, expected_size: int | None
+) -> tuple[int, int | None, str]:
+    """(offset the body starts at, total size if known, file mode) of an answer; checks a resume and the size."""
+    status = response.status
+    length = response.headers.get("Content-Length")
+    total: int | None = None
+    if status == 206:
+        match = _CONTENT_RANGE.search(response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != offset:
+            part.unlink(missing_ok=True)
+            raise _Retry(f"the server resumed {shown} at the wrong position; restarting from the beginning")
+        total = int(match.group(3)) if match.group(3) != "*" else None
+        mode = "ab"
+    elif status == 200:
+        offset = 0  # a full answer (the server ignored Range, or this is the first request): start over
+        total = int(length) if length and length.isdigit() else None
+        mode = "wb"
+    else:
+        raise DownloadError(f"{shown}: unexpected HTTP status {status}; check the URL")
+    if expected_size is not None and total is not None and total != expected_size:
+        raise ChecksumError(
+            f"{shown}: the server reports {total:,} bytes but {expected_size:,} are expected; the remote file "
+            "changed or the URL is wrong (check --base-url); nothing was saved"
+        )
+    return offset, total, mode
+
+
+def _write_body(
+    response: Any, part: Path, mode: str, offset: int, display: _Display, cancel: threading.Event | None
+) -> int:
+    """Append (``mode`` "ab") or write the body to ``part`` chunk by chunk; the bytes received."""
+    received = 0
+    try:
+        handle = open(part, mode)
+    except OSError as err:
+        raise DataError(f"{part}: cannot write ({err.strerror}); check the folder's permissions and free space") from None
+    with handle:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
+            try:
+                chunk = response.read(_CHUNK)
+            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as err:
+                raise _Retry(f"connection lost after {offset + received:,} bytes ({type(err).__name__})",
+                             progressed=received > 0) from None
+            if not chunk:
+                break
+            try:
+                handle.write(chunk)
+            except OSError as err:
+                raise DataError(f"{part}: cannot write ({err.strerror}); check free disk space") from None
+            received += len(chunk)
+            display.advance(len(chunk))
+    return received
 
 
 def download_file(
@@ -307,11 +329,25 @@ def download_file(
         # a stale or damaged copy: download a fresh one, which replaces it only once verified
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    _fetch_part(url, part, label=description or dest.name, expected_size=expected_size, auth=auth, retries=retries,
+                backoff=backoff, timeout=timeout, progress=progress, cancel=cancel, overall_task=overall_task,
+                sleep=sleep)
+    _verify_and_move(part, dest, shown, expected_size, sha256, md5)
+    return dest
+
+
+def _fetch_part(
+    url: str, part: Path, *, label: str, expected_size: int | None, auth: tuple[str, str] | None, retries: int,
+    backoff: float, timeout: float, progress: Any, cancel: threading.Event | None, overall_task: Any,
+    sleep: Callable[[float], None],
+) -> None:
+    """Transfer ``url`` into ``part`` with a progress bar (on ``progress``, or one made here), retrying failures."""
+    shown = redact_url(url)
     owns_progress = progress is None
     progress_cm = make_progress(transfer=True) if owns_progress else nullcontext(progress)
     failures = 0
     with progress_cm as shown_progress:
-        task = shown_progress.add_task(description or dest.name, total=expected_size)
+        task = shown_progress.add_task(label, total=expected_size)
         display = _Display(shown_progress, task, overall_task)
         try:
             while True:
@@ -336,6 +372,11 @@ def download_file(
             if not owns_progress:
                 shown_progress.remove_task(task)
 
+
+def _verify_and_move(
+    part: Path, dest: Path, shown: str, expected_size: int | None, sha256: str | None, md5: str | None
+) -> None:
+    """Rename a verified ``part`` to ``dest``; a part with the wrong size or checksum is deleted."""
     problem = _mismatch(part, expected_size, sha256, md5)
     if problem:
         part.unlink(missing_ok=True)
@@ -344,7 +385,6 @@ def download_file(
             "download it afresh (if it fails again, the remote file has changed: check --base-url)"
         )
     os.replace(part, dest)
-    return dest
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,56 @@ def _completed(dest: Path, identity: dict[str, object]) -> list[Path] | None:
     return paths if all(p.is_file() for p in paths) else None
 
 
+def _clear_destination(dest: Path, archive: Path) -> None:
+    """Remove an absent-or-replaceable ``dest``: empty, or an earlier extraction by this module; refuse anything else."""
+    if dest.exists():
+        if not dest.is_dir():
+            raise DataError(f"{dest}: exists and is not a folder; remove it so {archive.name} can be extracted there")
+        if (dest / EXTRACTED_MARKER).is_file():
+            shutil.rmtree(dest)  # our own extraction of another archive version or selection: replace it
+        elif any(dest.iterdir()):
+            raise DataError(f"{dest}: folder is not empty and was not made by mrg; remove it or choose another folder")
+        else:
+            dest.rmdir()
+
+
+def _extract_into(archive: Path, members: MemberFilter | None, partial: Path, names: list[str]) -> None:
+    """Write the (selected) members of ``archive`` under ``partial``, appending each regular file's name to ``names``."""
+    root = partial.resolve()
+    for name, is_dir, handle in _iter_members(archive, members):
+        target = partial / name
+        if not target.resolve().is_relative_to(root):  # belt and braces after the name check
+            raise ArchiveError(f"{archive}: member {name!r} points outside the target folder; refusing to extract this archive")
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if handle is None:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_member(archive, handle, target)
+        names.append(name)
+
+
+def _copy_member(archive: Path, handle: IO[bytes], target: Path) -> None:
+    """Copy one member's bytes to ``target`` in chunks; a read error means the archive is corrupt."""
+    try:
+        out = open(target, "wb")
+    except OSError as err:
+        raise DataError(f"{target}: cannot write ({err.strerror}); check permissions and free space") from None
+    with out:
+        while True:
+            try:
+                chunk = handle.read(_CHUNK)
+            except _CORRUPT as err:
+                raise _corrupt(archive, err) from None
+            if not chunk:
+                break
+            try:
+                out.write(chunk)
+            except OSError as err:
+                raise DataError(f"{target}: cannot write ({err.strerror}); check free disk space") from None
+
+
 def safe_extract(
     archive: Path,
     dest: Path,
@@ -245,49 +295,14 @@ def safe_extract(
     done = _completed(dest, identity)
     if done is not None:
         return done
-    if dest.exists():
-        if not dest.is_dir():
-            raise DataError(f"{dest}: exists and is not a folder; remove it so {archive.name} can be extracted there")
-        if (dest / EXTRACTED_MARKER).is_file():
-            shutil.rmtree(dest)  # our own extraction of another archive version or selection: replace it
-        elif any(dest.iterdir()):
-            raise DataError(f"{dest}: folder is not empty and was not made by mrg; remove it or choose another folder")
-        else:
-            dest.rmdir()
+    _clear_destination(dest, archive)
     partial = dest.with_name(f".{dest.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)  # an interrupted earlier extraction
     partial.mkdir(parents=True)
     names: list[str] = []
     try:
-        root = partial.resolve()
-        for name, is_dir, handle in _iter_members(archive, members):
-            target = partial / name
-            if not target.resolve().is_relative_to(root):  # belt and braces after the name check
-                raise ArchiveError(f"{archive}: member {name!r} points outside the target folder; refusing to extract this archive")
-            if is_dir:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            if handle is None:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                out = open(target, "wb")
-            except OSError as err:
-                raise DataError(f"{target}: cannot write ({err.strerror}); check permissions and free space") from None
-            with out:
-                while True:
-                    try:
-                        chunk = handle.read(_CHUNK)
-                    except _CORRUPT as err:
-                        raise _corrupt(archive, err) from None
-                    if not chunk:
-                        break
-                    try:
-                        out.write(chunk)
-                    except OSError as err:
-                        raise DataError(f"{target}: cannot write ({err.strerror}); check free disk space") from None
-            names.append(name)
+        _extract_into(archive, members, partial, names)
         write_json_atomic(partial / EXTRACTED_MARKER, {**identity, "files": names}, indent=None)
         os.replace(partial, dest)
     except BaseException:

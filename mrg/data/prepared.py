@@ -153,6 +153,48 @@ def _describe_difference(previous: dict[str, Any], current: dict[str, Any]) -> s
 # ------------------------------------------------------------------------------------------------ writing
 
 
+def _check_study(study: Study, seen: set[str], out_dir: Path, check_images: bool) -> None:
+    """Refuse an entry with an unknown split, an id in ``seen``, an empty report, unknown labels or missing images."""
+    if study.split not in SPLITS:
+        raise DataError(f"study {study.id}: split {study.split!r} is not one of {', '.join(SPLITS)}")
+    if study.id in seen:
+        raise DataError(f"study id {study.id} appears twice; ids must be unique within a dataset")
+    if not study.report.strip():
+        raise DataError(f"study {study.id}: the selected report section is empty")
+    if study.labels:
+        unknown = set(study.labels) - set(OBSERVATIONS)
+        if unknown:
+            raise DataError(f"study {study.id}: unknown CheXpert observations {sorted(unknown)}")
+    if check_images:
+        for rel in study.image_paths:
+            if not (out_dir / rel).is_file():
+                raise DataError(f"study {study.id}: image {out_dir / rel} is missing; re-run the prepare command")
+
+
+def _prepare_record(
+    out_dir: Path, rows: list[Study], *, source: dict[str, Any], protocol: dict[str, Any], normalize: str,
+    images: dict[str, Any] | None, checksums: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The prepare.json record: format, source, protocol, counts, images, labels and the written files' checksums."""
+    counts = Counter(s.split for s in rows)
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "protocol": protocol,
+        "normalize": normalize,
+        "counts": {split: counts.get(split, 0) for split in SPLITS},
+        "num_images": sum(len(s.image_paths) for s in rows),
+        "images": images or {},
+        "labels": sorted({s.labels_source for s in rows if s.labels_source}),
+        "checksums": {
+            "source": checksums or {},
+            "annotation.json": sha256_file(out_dir / "annotation.json"),
+            "studies.jsonl": sha256_file(out_dir / "studies.jsonl"),
+        },
+        "provenance": provenance(),
+    }
+
+
 def write_prepared_dataset(
     out_dir: Path,
     studies: Iterable[Study],
@@ -188,21 +230,8 @@ def write_prepared_dataset(
     rows = list(studies)
     seen: set[str] = set()
     for study in rows:
-        if study.split not in SPLITS:
-            raise DataError(f"study {study.id}: split {study.split!r} is not one of {', '.join(SPLITS)}")
-        if study.id in seen:
-            raise DataError(f"study id {study.id} appears twice; ids must be unique within a dataset")
+        _check_study(study, seen, out_dir, check_images)
         seen.add(study.id)
-        if not study.report.strip():
-            raise DataError(f"study {study.id}: the selected report section is empty")
-        if study.labels:
-            unknown = set(study.labels) - set(OBSERVATIONS)
-            if unknown:
-                raise DataError(f"study {study.id}: unknown CheXpert observations {sorted(unknown)}")
-        if check_images:
-            for rel in study.image_paths:
-                if not (out_dir / rel).is_file():
-                    raise DataError(f"study {study.id}: image {out_dir / rel} is missing; re-run the prepare command")
         study.report_clean = normalize_report(study.report, normalize)
 
     annotation = {split: [s.annotation_entry() for s in rows if s.split == split] for split in SPLITS}
@@ -210,23 +239,8 @@ def write_prepared_dataset(
     # a shallow dict per study: dataclasses.asdict deep-copies, which is half the time of a 270k-entry run
     write_jsonl_atomic(out_dir / "studies.jsonl", ({f: getattr(s, f) for f in _STUDY_FIELDS} for s in rows))
 
-    counts = Counter(s.split for s in rows)
-    record = {
-        "format_version": FORMAT_VERSION,
-        "source": source,
-        "protocol": protocol,
-        "normalize": normalize,
-        "counts": {split: counts.get(split, 0) for split in SPLITS},
-        "num_images": sum(len(s.image_paths) for s in rows),
-        "images": images or {},
-        "labels": sorted({s.labels_source for s in rows if s.labels_source}),
-        "checksums": {
-            "source": checksums or {},
-            "annotation.json": sha256_file(out_dir / "annotation.json"),
-            "studies.jsonl": sha256_file(out_dir / "studies.jsonl"),
-        },
-        "provenance": provenance(),
-    }
+    record = _prepare_record(out_dir, rows, source=source, protocol=protocol, normalize=normalize, images=images,
+                             checksums=checksums)
     write_json_atomic(out_dir / STAMP_NAME, record)
     (out_dir / MARKER_NAME).unlink(missing_ok=True)
     return record

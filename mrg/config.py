@@ -428,6 +428,13 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin in (typing.Union, types.UnionType, Literal, list, tuple, dict):
+        return _coerce_generic(value, origin, args, from_string)
+    return _coerce_scalar(value, tp, from_string)
+
+
+def _coerce_generic(value: Any, origin: Any, args: tuple[Any, ...], from_string: bool) -> Any:
+    """``_coerce`` for an optional/union, a ``Literal``, a list, a tuple or a dict type."""
     if origin in (typing.Union, types.UnionType):
         if value is None or (from_string and isinstance(value, str) and value.lower() in ("null", "none", "~")):
             if type(None) in args:
@@ -463,6 +470,11 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
             raise _Mismatch
         key_tp, val_tp = args if args else (Any, Any)
         return {_coerce(k, key_tp, from_string): _coerce(v, val_tp, from_string) for k, v in value.items()}
+    raise _Mismatch  # pragma: no cover - _coerce passes only the origins above
+
+
+def _coerce_scalar(value: Any, tp: Any, from_string: bool) -> Any:
+    """``_coerce`` for bool, int, float and str (anything else does not match)."""
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -861,68 +873,90 @@ def validate(cfg: Any) -> list[str]:
     problems: list[str] = []
     problems += _section_problems(cfg)
     if isinstance(cfg, RunConfig):
-        t, m, g = cfg.train, cfg.model, cfg.generate
-        positive = {
-            "train.micro_batch_size": t.micro_batch_size,
-            "train.grad_accum_steps": t.grad_accum_steps,
-            "train.epochs": t.epochs,
-            "data.image_size": cfg.data.image_size,
-            "data.max_views": cfg.data.max_views,
-            "model.max_report_tokens": m.max_report_tokens,
-            "generate.num_beams": g.num_beams,
-            "generate.max_new_tokens": g.max_new_tokens,
-            "generate.batch_size": g.batch_size,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                problems.append(f"'{key}' must be at least 1, got {value}")
-        if t.max_steps is not None and t.max_steps < 1:
-            problems.append(f"'train.max_steps' must be at least 1 or null, got {t.max_steps}")
-        if t.lr <= 0:
-            problems.append(f"'train.lr' must be positive, got {t.lr}")
-        if t.min_lr > t.lr:
-            problems.append(f"'train.min_lr' ({t.min_lr}) must not exceed 'train.lr' ({t.lr})")
-        if g.min_new_tokens > g.max_new_tokens:
-            problems.append(
-                f"'generate.min_new_tokens' ({g.min_new_tokens}) must not exceed 'generate.max_new_tokens' ({g.max_new_tokens})"
-            )
-        if m.promptbook.mode != "none" and m.promptbook.num_tokens < 1:
-            problems.append(f"'model.promptbook.num_tokens' must be at least 1 with mode {m.promptbook.mode}")
-        if m.promptbook.mode == "promptbook-wise" and m.promptbook.book_size < 2:
-            problems.append("'model.promptbook.book_size' must be at least 2 for promptbook-wise prompts")
-        if not m.visual_tokens and m.promptbook.mode in ("none", "static"):
-            problems.append(
-                f"'model.visual_tokens' is false with 'model.promptbook.mode' {m.promptbook.mode}: the image would not reach "
-                "the LLM; use prompt-wise or promptbook-wise prompts, or keep the visual tokens"
-            )
-        non_negative = {
-            "train.warmup_steps": t.warmup_steps,
-            "train.save_every": t.save_every,
-            "train.keep_last": t.keep_last,
-            "train.sanity_val_batches": t.sanity_val_batches,
-            "train.max_grad_norm": t.max_grad_norm,
-            "train.weight_decay": t.weight_decay,
-            "train.min_lr": t.min_lr,
-        }
-        for key, value in non_negative.items():
-            if value < 0:
-                problems.append(f"'{key}' must not be negative, got {value}")
-        if t.log_every < 1:
-            problems.append(f"'train.log_every' must be at least 1, got {t.log_every}")
-        if t.val_every < -1:
-            problems.append(f"'train.val_every' must be -1 (never), 0 (each epoch) or a step count, got {t.val_every}")
-        if t.val_subset is not None and t.val_subset < 1:
-            problems.append(f"'train.val_subset' must be at least 1 or null (the whole split), got {t.val_subset}")
-        if g.strategy == "sample" and g.temperature <= 0:
-            problems.append(f"'generate.temperature' must be positive for sampling, got {g.temperature}")
-        if not 0 < g.top_p <= 1:
-            problems.append(f"'generate.top_p' must be in (0, 1], got {g.top_p}")
-        unknown_trackers = sorted(set(t.trackers) - {"csv", "tensorboard"})
-        if unknown_trackers:
-            problems.append(f"'train.trackers' accepts csv and tensorboard, got {', '.join(unknown_trackers)}")
+        problems += _size_and_rate_problems(cfg)
+        problems += _prompt_problems(cfg.model)
+        problems += _schedule_and_sampling_problems(cfg)
         from mrg.methods.registry import get_method
 
-        problems += get_method(m.method, option="model.method").check(cfg)
+        problems += get_method(cfg.model.method, option="model.method").check(cfg)
+    return problems
+
+
+def _size_and_rate_problems(cfg: RunConfig) -> list[str]:
+    """Sizes and counts that must be positive, and the learning rates and token limits that must be ordered."""
+    t, m, g = cfg.train, cfg.model, cfg.generate
+    problems: list[str] = []
+    positive = {
+        "train.micro_batch_size": t.micro_batch_size,
+        "train.grad_accum_steps": t.grad_accum_steps,
+        "train.epochs": t.epochs,
+        "data.image_size": cfg.data.image_size,
+        "data.max_views": cfg.data.max_views,
+        "model.max_report_tokens": m.max_report_tokens,
+        "generate.num_beams": g.num_beams,
+        "generate.max_new_tokens": g.max_new_tokens,
+        "generate.batch_size": g.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            problems.append(f"'{key}' must be at least 1, got {value}")
+    if t.max_steps is not None and t.max_steps < 1:
+        problems.append(f"'train.max_steps' must be at least 1 or null, got {t.max_steps}")
+    if t.lr <= 0:
+        problems.append(f"'train.lr' must be positive, got {t.lr}")
+    if t.min_lr > t.lr:
+        problems.append(f"'train.min_lr' ({t.min_lr}) must not exceed 'train.lr' ({t.lr})")
+    if g.min_new_tokens > g.max_new_tokens:
+        problems.append(
+            f"'generate.min_new_tokens' ({g.min_new_tokens}) must not exceed 'generate.max_new_tokens' ({g.max_new_tokens})"
+        )
+    return problems
+
+
+def _prompt_problems(m: ModelConfig) -> list[str]:
+    """The promptbook settings, and that the image reaches the LLM (visual tokens or an image-dependent prompt)."""
+    problems: list[str] = []
+    if m.promptbook.mode != "none" and m.promptbook.num_tokens < 1:
+        problems.append(f"'model.promptbook.num_tokens' must be at least 1 with mode {m.promptbook.mode}")
+    if m.promptbook.mode == "promptbook-wise" and m.promptbook.book_size < 2:
+        problems.append("'model.promptbook.book_size' must be at least 2 for promptbook-wise prompts")
+    if not m.visual_tokens and m.promptbook.mode in ("none", "static"):
+        problems.append(
+            f"'model.visual_tokens' is false with 'model.promptbook.mode' {m.promptbook.mode}: the image would not reach "
+            "the LLM; use prompt-wise or promptbook-wise prompts, or keep the visual tokens"
+        )
+    return problems
+
+
+def _schedule_and_sampling_problems(cfg: RunConfig) -> list[str]:
+    """Non-negative training settings, logging and validation intervals, sampling parameters and trackers."""
+    t, g = cfg.train, cfg.generate
+    problems: list[str] = []
+    non_negative = {
+        "train.warmup_steps": t.warmup_steps,
+        "train.save_every": t.save_every,
+        "train.keep_last": t.keep_last,
+        "train.sanity_val_batches": t.sanity_val_batches,
+        "train.max_grad_norm": t.max_grad_norm,
+        "train.weight_decay": t.weight_decay,
+        "train.min_lr": t.min_lr,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            problems.append(f"'{key}' must not be negative, got {value}")
+    if t.log_every < 1:
+        problems.append(f"'train.log_every' must be at least 1, got {t.log_every}")
+    if t.val_every < -1:
+        problems.append(f"'train.val_every' must be -1 (never), 0 (each epoch) or a step count, got {t.val_every}")
+    if t.val_subset is not None and t.val_subset < 1:
+        problems.append(f"'train.val_subset' must be at least 1 or null (the whole split), got {t.val_subset}")
+    if g.strategy == "sample" and g.temperature <= 0:
+        problems.append(f"'generate.temperature' must be positive for sampling, got {g.temperature}")
+    if not 0 < g.top_p <= 1:
+        problems.append(f"'generate.top_p' must be in (0, 1], got {g.top_p}")
+    unknown_trackers = sorted(set(t.trackers) - {"csv", "tensorboard"})
+    if unknown_trackers:
+        problems.append(f"'train.trackers' accepts csv and tensorboard, got {', '.join(unknown_trackers)}")
     return problems
 
 

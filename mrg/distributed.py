@@ -155,7 +155,7 @@ def predict(
         ``{"index", "id", "prediction", "reference"}`` per item (reference None when the batch has no
         ``reports``), in the order of ``indices``.
     """
-    from accelerate.utils import gather_object, send_to_device
+    from accelerate.utils import gather_object
 
     from mrg.console import make_progress
 
@@ -168,35 +168,48 @@ def predict(
     num_runs = _batches_to_run(accelerator, unwrapped, len(order), gen_cfg.batch_size, num_batches)
     was_training = unwrapped.training
     unwrapped.eval()
-    rows: list[dict[str, Any]] = []
     own_progress = make_progress() if progress is None else None
     progress = progress or own_progress
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad(), own_progress or nullcontext():
         task = progress.add_task(description, total=len(order))  # type: ignore[union-attr]
-        batches = iter(loader)
-        batch: dict[str, Any] | None = None
-        for run in range(num_runs):
-            real = run < num_batches
-            if real:
-                batch = next(batches)
-            elif batch is None:  # no items here, but FSDP needs this process in every collective
-                batch = collate_fn([dataset[order[0]]])
-            first = mine[run * gen_cfg.batch_size] if real else 0
-            with accelerator.autocast():
-                outputs = fn(unwrapped, send_to_device(batch, accelerator.device), mix_seed(gen_cfg.seed, first))  # type: ignore[arg-type]
-            if not real:
-                continue
-            references = batch.get("reports") or [None] * len(outputs)  # type: ignore[union-attr]
-            for offset, output in enumerate(outputs):
-                rows.append({"index": mine[run * gen_cfg.batch_size + offset], "id": str(batch["ids"][offset]),  # type: ignore[index]
-                             "prediction": output, "reference": references[offset]})
-            progress.advance(task, len(outputs) * accelerator.num_processes)  # type: ignore[union-attr]
+        rows = _run_shard(accelerator, unwrapped, loader, dataset, collate_fn, order, mine, gen_cfg, fn, num_runs,
+                          progress, task)
         progress.remove_task(task)  # type: ignore[union-attr]
     unwrapped.train(was_training)
     gathered = gather_object(rows) if accelerator.num_processes > 1 else rows
     position = {index: rank for rank, index in enumerate(order)}
     return sorted(gathered, key=lambda row: position[row["index"]])
+
+
+def _run_shard(
+    accelerator: Accelerator, unwrapped: torch.nn.Module, loader: DataLoader, dataset: Dataset, collate_fn: Collate,
+    order: list[int], mine: list[int], gen_cfg: Any, fn: BatchFn, num_runs: int, progress: Any, task: Any,
+) -> list[dict[str, Any]]:
+    """Run ``fn`` on this process's batches (and, under FSDP, dummy batches up to ``num_runs``); its rows."""
+    from accelerate.utils import send_to_device
+
+    num_batches = len(loader)
+    rows: list[dict[str, Any]] = []
+    batches = iter(loader)
+    batch: dict[str, Any] | None = None
+    for run in range(num_runs):
+        real = run < num_batches
+        if real:
+            batch = next(batches)
+        elif batch is None:  # no items here, but FSDP needs this process in every collective
+            batch = collate_fn([dataset[order[0]]])
+        first = mine[run * gen_cfg.batch_size] if real else 0
+        with accelerator.autocast():
+            outputs = fn(unwrapped, send_to_device(batch, accelerator.device), mix_seed(gen_cfg.seed, first))  # type: ignore[arg-type]
+        if not real:
+            continue
+        references = batch.get("reports") or [None] * len(outputs)  # type: ignore[union-attr]
+        for offset, output in enumerate(outputs):
+            rows.append({"index": mine[run * gen_cfg.batch_size + offset], "id": str(batch["ids"][offset]),  # type: ignore[index]
+                         "prediction": output, "reference": references[offset]})
+        progress.advance(task, len(outputs) * accelerator.num_processes)  # type: ignore[union-attr]
+    return rows
 
 
 def _batches_to_run(accelerator: Accelerator, unwrapped: torch.nn.Module, num_items: int, batch_size: int,

@@ -276,12 +276,8 @@ def _find_cues(clean: str) -> list[tuple[int, int, lex.Cue]]:
         pos = max(match.end(), trigger.start() + 1)
 
 
-def _mentions(clean: str) -> list[Mention]:
-    sentences = split_sentences(clean)
-    if not sentences:
-        return []
-    sentence_starts = [start for start, _ in sentences]
-
+def _mention_spans(clean: str) -> list[tuple[int, int, str]]:
+    """(start, end, observation) of every mention that no unmention phrase overlaps, in text order."""
     # One scan with all phrases finds where mentions start; each observation's regex is then tried there
     # (about twice as fast as 15 scans). Within one observation, matches do not overlap (like finditer).
     found: list[tuple[int, int, str]] = []
@@ -308,8 +304,11 @@ def _mentions(clean: str) -> list[Mention]:
             last_end[observation] = end
             found.append((start, end, observation))
         pos = start + 1
-    if not found:
-        return []
+    return found
+
+
+def _cues_by_sentence(clean: str, sentence_starts: list[int]) -> dict[int, _SentenceCues]:
+    """The negation and uncertainty cues of ``clean``, grouped by the index of their sentence."""
     cues_by_sentence: dict[int, _SentenceCues] = {}
     for cue_start, cue_end, cue in _find_cues(clean):
         index = bisect_left(sentence_starts, cue_start + 1) - 1
@@ -317,6 +316,18 @@ def _mentions(clean: str) -> list[Mention]:
         entry.cues.append((cue_start, cue_end, cue))
         entry.starts.append(cue_start)
         entry.ends.append(cue_end)
+    return cues_by_sentence
+
+
+def _mentions(clean: str) -> list[Mention]:
+    sentences = split_sentences(clean)
+    if not sentences:
+        return []
+    sentence_starts = [start for start, _ in sentences]
+    found = _mention_spans(clean)
+    if not found:
+        return []
+    cues_by_sentence = _cues_by_sentence(clean, sentence_starts)
     bounds = _Boundaries(
         spaces=[m.start() for m in _SPACE_RE.finditer(clean)],
         terminators=[m.start() for m in _TERMINATOR_RE.finditer(clean)],

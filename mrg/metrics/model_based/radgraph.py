@@ -144,9 +144,34 @@ class RadGraphModel:
 
     def __init__(self, folder: Path, device: Any, option: str = OPTION) -> None:
         import torch
-        from transformers import AutoConfig, AutoModel
 
         self.folder, self.device, self._torch = folder, device, torch
+        transformer_name = self._read_config(folder, option)
+        namespaces = sorted(p.name[: -len("__ner_labels.txt")] for p in (folder / "vocabulary").glob("*__ner_labels.txt"))
+        if not namespaces:
+            raise MetricError(f"{option}: {folder}/vocabulary has no *__ner_labels.txt; this is not a RadGraph model")
+        self.model_type = "radgraph" if "radgraph" in namespaces else namespaces[0]
+        dataset = self.model_type
+        self.ner_labels = _read_labels(folder / "vocabulary" / f"{dataset}__ner_labels.txt")
+        rel_file = folder / "vocabulary" / f"{dataset}__relation_labels.txt"
+        self.relation_labels = _read_labels(rel_file) if rel_file.is_file() else []
+        try:
+            state = torch.load(str(folder / "weights.th"), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise MetricError(f"{option}: {folder}/weights.th: cannot read the state dict ({type(err).__name__})") from None
+
+        transformer_dir = self._transformer_dir(folder, transformer_name, option)
+        encoder = self._load_encoder(folder, transformer_dir, transformer_name, state, option)
+        self.encoder = encoder.to(device).eval()
+        self.tokenizer = load_tokenizer(transformer_dir, option)
+        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        start = next(i for i in range(len(probe)) if probe[i : i + len(plain)] == plain)
+        self.start_ids, self.end_ids = probe[:start], probe[start + len(plain):]
+        self._load_heads(folder, state, dataset, device, option)
+
+    def _read_config(self, folder: Path, option: str) -> str:
+        """Read span, length and relation settings from the AllenNLP ``config.json``; the encoder's name."""
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         try:
             reader, model_cfg = config["dataset_reader"], config["model"]
@@ -162,20 +187,14 @@ class RadGraphModel:
         if coref_prop:
             raise MetricError(f"{option}: {folder}: coreference propagation (coref_prop) is not supported")
         self.predict_relations = float(loss_weights.get("relation", 0)) > 0
-        namespaces = sorted(p.name[: -len("__ner_labels.txt")] for p in (folder / "vocabulary").glob("*__ner_labels.txt"))
-        if not namespaces:
-            raise MetricError(f"{option}: {folder}/vocabulary has no *__ner_labels.txt; this is not a RadGraph model")
-        self.model_type = "radgraph" if "radgraph" in namespaces else namespaces[0]
-        dataset = self.model_type
-        self.ner_labels = _read_labels(folder / "vocabulary" / f"{dataset}__ner_labels.txt")
-        rel_file = folder / "vocabulary" / f"{dataset}__relation_labels.txt"
-        self.relation_labels = _read_labels(rel_file) if rel_file.is_file() else []
-        try:
-            state = torch.load(str(folder / "weights.th"), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise MetricError(f"{option}: {folder}/weights.th: cannot read the state dict ({type(err).__name__})") from None
+        return transformer_name
 
-        transformer_dir = self._transformer_dir(folder, transformer_name, option)
+    @staticmethod
+    def _load_encoder(folder: Path, transformer_dir: Path, transformer_name: str, state: dict[str, Any],
+                      option: str) -> Any:
+        """The BERT encoder built from ``transformer_dir``'s config with the embedder weights of ``state``."""
+        from transformers import AutoConfig, AutoModel
+
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(transformer_dir), local_files_only=True))
         enc_state = {k[len(_EMBEDDER):]: v for k, v in state.items() if k.startswith(_EMBEDDER)}
         enc_state.pop("embeddings.position_ids", None)
@@ -184,12 +203,10 @@ class RadGraphModel:
         if missing or unexpected:
             raise MetricError(f"{option}: {folder}/weights.th does not fit {transformer_name} (missing {missing[:3]}, "
                               f"unexpected {list(unexpected)[:3]})")
-        self.encoder = encoder.to(device).eval()
-        self.tokenizer = load_tokenizer(transformer_dir, option)
-        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        start = next(i for i in range(len(probe)) if probe[i : i + len(plain)] == plain)
-        self.start_ids, self.end_ids = probe[:start], probe[start + len(plain):]
+        return encoder
+
+    def _load_heads(self, folder: Path, state: dict[str, Any], dataset: str, device: Any, option: str) -> None:
+        """The span-width embedding, NER scorer and (when relations are predicted) pruner and relation scorer."""
         try:
             ner_ns, rel_ns = f"{dataset}__ner_labels", f"{dataset}__relation_labels"
             self.width_embedding = state["_endpoint_span_extractor._span_width_embedding.weight"].to(device)

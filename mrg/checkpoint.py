@@ -337,6 +337,16 @@ def load_torch_state(path: Path) -> Any:
 # ----------------------------------------------------------------------------------------- compatibility
 
 
+def _method_architecture_keys(cfg: RunConfig) -> set[str]:
+    """``method.<key>`` of the options the method declares as deciding which weights exist (``architecture_options``)."""
+    from mrg.methods.registry import get_method
+
+    try:
+        return {f"method.{key}" for key in get_method(cfg.model.method).architecture_options}
+    except MrgError:
+        return set()
+
+
 def check_config_compatible(checkpoint_cfg: RunConfig, cfg: RunConfig, step_dir: Path) -> list[str]:
     """Compare the checkpoint's configuration with the current one.
 
@@ -347,8 +357,10 @@ def check_config_compatible(checkpoint_cfg: RunConfig, cfg: RunConfig, step_dir:
         CheckpointError: architecture fields differ; the message lists each with both values.
     """
     differences = diff_configs(checkpoint_cfg, cfg)
+    method_keys = _method_architecture_keys(cfg)
     architecture = [
-        (key, old, new) for key, old, new in differences if key.startswith("model.") and key not in NON_ARCHITECTURE_MODEL_FIELDS
+        (key, old, new) for key, old, new in differences
+        if (key.startswith("model.") and key not in NON_ARCHITECTURE_MODEL_FIELDS) or key in method_keys
     ]
     if architecture:
         listed = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, old, new in architecture)

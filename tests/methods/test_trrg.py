@@ -1,0 +1,100 @@
+"""The ``trrg`` method end to end through the CLI on tiny random models: both stages, validation, generate, init checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import training_fixtures
+from tests.training_fixtures import tiny_overrides, trainable_weights
+
+model_cache = training_fixtures.model_cache
+
+# reports with positive and negative CheXpert findings, so zero-shot AUROC is defined; the image tells the kind
+FINDING_REPORTS = [
+    "The heart is enlarged, consistent with cardiomegaly. No pleural effusion.",
+    "There is a large right pleural effusion. The heart size is normal.",
+    "The lungs are clear. No pneumothorax. No pleural effusion.",
+    "There is a right pneumothorax. The heart is enlarged.",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 train, 8 val and 5 test studies of two 64 px views; a bright band's position tells the report."""
+    import numpy as np
+    from PIL import Image
+
+    from mrg.data.prepared import Study, prepare_output_dir, write_prepared_dataset
+
+    root = tmp_path_factory.mktemp("trrg") / "data"
+    source = {"kind": "test-fixture"}
+    prepare_output_dir(root, source, force=True)
+    studies = []
+    for split, count in {"train": 16, "val": 8, "test": 5}.items():
+        for number in range(count):
+            sid, kind = f"{split}-{number:03d}", number % len(FINDING_REPORTS)
+            rng = np.random.default_rng(number + 100 * len(split))
+            paths = []
+            for view in range(2):
+                pixels = rng.integers(0, 60, size=(64, 64), dtype=np.uint8)
+                pixels[:, kind * 16 : (kind + 1) * 16] += 150
+                rel = f"images/{sid}/{view}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels, mode="L").save(root / rel)
+                paths.append(rel)
+            studies.append(Study(id=sid, split=split, report=FINDING_REPORTS[kind], image_paths=paths))
+    write_prepared_dataset(root, studies, source=source, protocol={"name": "fixture"}, normalize="r2gen-iu")
+    return root
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_trrg_trains_both_stages_validates_pretrain_by_retrieval_and_generates(run_cli, tmp_path: Path, synthetic_data,
+                                                                               model_cache) -> None:
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=2", "stages.pretrain.train.val_every=0")
+    result = run_cli("train", "--method", "trrg", "--config", "trrg-tiny", "--out", run, *overrides)
+    assert result.exit_code == 0, result.output
+    assert "stage pretrain of trrg" in result.stdout and "stage finetune of trrg" in result.stdout
+    records = [json.loads(line) for line in (run / "pretrain" / "val_metrics.jsonl").read_text().splitlines()]
+    metrics = records[-1]["metrics"]
+    for name in ("recall_at_1", "recall_at_5", "recall_at_10", "zero_shot_auroc"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert records[-1]["score"] == metrics["zero_shot_auroc"]  # the method's default selection in pretrain
+    pretrain = trainable_weights(run / "pretrain" / "step-000002")
+    assert {n.split(".")[0] for n in pretrain} == {"encoder", "text_encoder", "head"}
+    finetune = trainable_weights(run / "finetune" / "step-000002")
+    # the pretrain weights are part of finetune's state; the frozen text encoder and head keep their values
+    assert all(torch.equal(pretrain[n], finetune[n]) for n in pretrain if not n.startswith("encoder."))
+    assert {"clues", "clue_projector", "interaction", "projector", "promptbook"} <= {n.split(".")[0] for n in finetune}
+    assert not any(n.startswith("llm.") for n in finetune)
+
+    out = tmp_path / "test.jsonl"
+    result = run_cli("generate", "--checkpoint", run, "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"test-{i:03d}" for i in range(5)]
+    meta = json.loads(out.with_name("test.jsonl.meta.json").read_text())
+    assert meta["model"]["stage"] == "finetune"
+
+
+def test_a_mismatched_pretrain_checkpoint_is_refused_naming_the_fields(run_cli, tmp_path: Path, synthetic_data,
+                                                                       model_cache) -> None:
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=1")
+    assert run_cli("train", "--config", "trrg-tiny", "--stage", "pretrain", "--out", tmp_path / "a",
+                   *overrides).exit_code == 0
+    ok = run_cli("train", "--config", "trrg-tiny", "--stage", "finetune", "--out", tmp_path / "b", *overrides,
+                 f"model.init_from={tmp_path / 'a'}")
+    assert ok.exit_code == 0, ok.output
+    line = _one_error_line(run_cli("train", "--config", "trrg-tiny", "--stage", "finetune", "--out", tmp_path / "c",
+                                   *overrides, f"model.init_from={tmp_path / 'a'}", "method.contrastive_dim=16"))
+    assert "cannot initialise this stage" in line and "contrastive_dim" in line

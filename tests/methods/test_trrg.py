@@ -98,3 +98,34 @@ def test_a_mismatched_pretrain_checkpoint_is_refused_naming_the_fields(run_cli, 
     line = _one_error_line(run_cli("train", "--config", "trrg-tiny", "--stage", "finetune", "--out", tmp_path / "c",
                                    *overrides, f"model.init_from={tmp_path / 'a'}", "method.contrastive_dim=16"))
     assert "cannot initialise this stage" in line and "contrastive_dim" in line
+
+
+def test_perceive_writes_the_chexpert_layout_and_scores_a_split(run_cli, tmp_path: Path, synthetic_data,
+                                                                model_cache) -> None:
+    import csv
+
+    from mrg.data.chexpert import OBSERVATIONS
+    from mrg.perceive import read_perception_csv
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=1", "method.classes=[Cardiomegaly,Pneumothorax,Pleural Effusion]")
+    assert run_cli("train", "--config", "trrg-tiny", "--out", run, *overrides).exit_code == 0
+    out = tmp_path / "p.csv"
+    result = run_cli("perceive", "--checkpoint", run, "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["id", *OBSERVATIONS]
+    rows = read_perception_csv(out)
+    assert [r["id"] for r in rows] == [f"test-{i:03d}" for i in range(5)]
+    assert all(set(r["probabilities"]) == {"Cardiomegaly", "Pneumothorax", "Pleural Effusion"} for r in rows)
+    assert all(0.0 < p < 1.0 for r in rows for p in r["probabilities"].values())
+    record = json.loads(out.with_name("p.csv.meta.json").read_text())
+    assert record["stage"] == "finetune" and 0.0 <= record["auroc"]["zero_shot_auroc"] <= 1.0
+    # the pretrain stage perceives the same way; image files work too
+    pre = run_cli("perceive", "--checkpoint", run / "pretrain", "--images", *sorted(
+        str(p) for p in (synthetic_data / "images" / "test-000").glob("*.png")), "--out", tmp_path / "i.csv")
+    assert pre.exit_code == 0, pre.output
+    assert len(read_perception_csv(tmp_path / "i.csv")) == 2
+    line = _one_error_line(run_cli("perceive", "--checkpoint", run, "--out", tmp_path / "x.csv"))
+    assert "give either --split" in line

@@ -170,14 +170,24 @@ class TRRG(ReportMethod):
         return RetrievalValidation(context)
 
     def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
-        """Each test study's perceived classes (P >= ``method.perceive_threshold``), written to ``perceived.csv``."""
+        """Each test study's perceived classes (P >= ``method.perceive_threshold``; all probabilities in
+        ``perceived.csv``), the test split's zero-shot AUROC, and the pretrain stage's best validation metrics."""
+        import json
+
         from mrg.perceive import perceive_run
+        from mrg.runs import VAL_METRICS_NAME
 
         out = out_dir / "perceived.csv"
         rows = perceive_run(run_dir, out, data=data_dir, split="test")
+        record = json.loads(out.with_name(out.name + ".meta.json").read_text(encoding="utf-8"))
         threshold = _options(cfg).perceive_threshold
         perceived = {r["id"]: [k for k, v in r["probabilities"].items() if v >= threshold] for r in rows}
-        return {"perceived_csv": str(out), "perceive_threshold": threshold, "perceived": perceived}
+        val_path = Path(run_dir) / "pretrain" / VAL_METRICS_NAME
+        pretrain = [json.loads(line) for line in val_path.read_text(encoding="utf-8").splitlines()] if val_path.is_file() else []
+        best = max(pretrain, key=lambda r: r["score"], default=None)
+        return {"perceived_csv": str(out), "perceive_threshold": threshold, "perceived": perceived,
+                "test_zero_shot_auroc": record.get("auroc", {}).get("zero_shot_auroc"),
+                "pretrain_val": best["metrics"] if best else None}
 
 
 def _build_pretrain_model(cfg: RunConfig) -> nn.Module:

@@ -129,3 +129,14 @@ def test_perceive_writes_the_chexpert_layout_and_scores_a_split(run_cli, tmp_pat
     assert len(read_perception_csv(tmp_path / "i.csv")) == 2
     line = _one_error_line(run_cli("perceive", "--checkpoint", run, "--out", tmp_path / "x.csv"))
     assert "give either --split" in line
+
+    # what mrg demo --method trrg adds: the perceived classes per test study
+    from mrg.config import load_config
+    from mrg.methods import get_method
+
+    cfg = load_config("trrg-tiny", [*overrides, "method.perceive_threshold=0.0"])
+    extras = get_method("trrg").demo_extras(cfg, run, synthetic_data, tmp_path / "demo")
+    assert sorted(extras["perceived"]) == [f"test-{i:03d}" for i in range(5)]
+    assert all(len(v) == 3 for v in extras["perceived"].values())  # threshold 0: every perceived class
+    assert extras["test_zero_shot_auroc"] == record["auroc"]["zero_shot_auroc"]
+    assert extras["pretrain_val"] is None  # this run never validated its pretrain stage

@@ -140,3 +140,15 @@ def test_perceive_writes_the_chexpert_layout_and_scores_a_split(run_cli, tmp_pat
     assert all(len(v) == 3 for v in extras["perceived"].values())  # threshold 0: every perceived class
     assert extras["test_zero_shot_auroc"] == record["auroc"]["zero_shot_auroc"]
     assert extras["pretrain_val"] is None  # this run never validated its pretrain stage
+
+
+def test_the_ablation_benchmark_preset_loads_and_each_system_config_is_valid() -> None:
+    from mrg.config import load_config
+    from mrg.recipes.benchmark import load_bench
+
+    bench = load_bench("trrg-ablations")
+    assert [s.name for s in bench.systems][-1] == bench.config.reference == "MRG-LLM promptbook-wise"
+    configs = {s.name: load_config(s.config, list(s.overrides)) for s in bench.systems}
+    assert configs["TRRG without clue injection"].method.clue_select == "none"
+    assert configs["TRRG without clue interaction"].method.interaction == "none"
+    assert configs["TRRG"].model.method == "trrg" and configs["MRG-LLM promptbook-wise"].model.method == "mrg-llm"

@@ -152,3 +152,12 @@ def test_the_ablation_benchmark_preset_loads_and_each_system_config_is_valid() -
     assert configs["TRRG without clue injection"].method.clue_select == "none"
     assert configs["TRRG without clue interaction"].method.interaction == "none"
     assert configs["TRRG"].model.method == "trrg" and configs["MRG-LLM promptbook-wise"].model.method == "mrg-llm"
+
+
+def test_mrg_methods_lists_trrg_with_its_stages(run_cli) -> None:
+    data = json.loads(run_cli("methods", "--json").stdout)
+    trrg = next(m for m in data if m["name"] == "trrg")
+    assert [s["name"] for s in trrg["stages"]] == ["pretrain", "finetune"]
+    assert trrg["stages"][0]["task"] == "retrieval" and trrg["stages"][1]["starts_from"] == "pretrain"
+    assert {"trrg-tiny", "trrg-demo", "trrg-iu-xray", "trrg-mimic-cxr"} <= set(trrg["presets"])
+    assert "clue_select" in trrg["options"] and "negated_sentences" in trrg["options"]

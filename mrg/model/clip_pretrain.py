@@ -76,15 +76,22 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
 
 
 def prompt_probabilities(head: ContrastiveHead, text_encoder: TextEncoder, image: torch.Tensor,
-                         classes: Sequence[str]) -> torch.Tensor:
+                         classes: Sequence[str], prompts: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K) P(class present) from (B, C) pooled image features: a softmax over the scaled cosine
-    similarities to the prompts "there is X." and "no X." (TRRG's zero-shot disease perception)."""
+    similarities to the prompts "there is X." and "no X." (TRRG's zero-shot disease perception).
+
+    ``prompts``: the (2K, d) ``prompt_features`` when already computed (a frozen text side)."""
     img = nn.functional.normalize(head.image_proj(image), dim=-1)  # (B, d)
-    prompts = [label_prompt(c, True) for c in classes] + [label_prompt(c, False) for c in classes]
-    txt = nn.functional.normalize(head.text_proj(text_encoder(prompts)), dim=-1)  # (2K, d)
+    txt = prompt_features(head, text_encoder, classes) if prompts is None else prompts  # (2K, d)
     sims = head.scale() * img @ txt.T.to(img.dtype)  # (B, 2K)
     k = len(classes)
     return torch.softmax(torch.stack([sims[:, :k], sims[:, k:]], dim=-1).float(), dim=-1)[..., 0]
+
+
+def prompt_features(head: ContrastiveHead, text_encoder: TextEncoder, classes: Sequence[str]) -> torch.Tensor:
+    """(2K, d) normalised embeddings of "there is X." for each class, then "no X." for each class."""
+    prompts = [label_prompt(c, True) for c in classes] + [label_prompt(c, False) for c in classes]
+    return nn.functional.normalize(head.text_proj(text_encoder(prompts)), dim=-1)
 
 
 def report_label_prompts(report: str) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mrg.model.clip_pretrain import prompt_probabilities
+from mrg.model.clip_pretrain import prompt_features, prompt_probabilities
 from mrg.model.clues import ClueInjection, ClueInteraction, select_clues
 from mrg.model.contrastive import ContrastiveHead
 from mrg.model.projector import Projector
@@ -52,6 +52,7 @@ class TRRGReportModel(ReportModel):
         self.interaction = interaction
         self.clue_projector = clue_projector
         self.clue_select, self.clue_top_k = clue_select, clue_top_k
+        self._prompt_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TRRGReportModel:
@@ -73,10 +74,20 @@ class TRRGReportModel(ReportModel):
         weights = mask.unsqueeze(-1).to(features.dtype)
         return (features * weights).sum(1) / weights.sum(1).clamp(min=1)
 
+    def _prompts(self) -> torch.Tensor:
+        """(2K, d) prompt embeddings, computed once per state of the text side (the text encoder and head are
+        frozen here; loading weights bumps the parameters' versions, which recomputes them)."""
+        params = [*self.text_encoder.parameters(), *self.head.parameters()]
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params[:1])  # a move changes the storage
+        if self._prompt_cache is None or self._prompt_cache[0] != key or any(p.requires_grad for p in params):
+            self._prompt_cache = (key, prompt_features(self.head, self.text_encoder, self.classes))
+        return self._prompt_cache[1]
+
     @torch.no_grad()
     def perceive_features(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, K) zero-shot P(class present) of ``self.classes`` from (B, M, C) encoder features."""
-        return prompt_probabilities(self.head, self.text_encoder, self._pool(features, mask).float(), self.classes)
+        return prompt_probabilities(self.head, self.text_encoder, self._pool(features, mask).float(), self.classes,
+                                    prompts=self._prompts())
 
     @torch.no_grad()
     def perceive(self, batch: dict[str, Any]) -> torch.Tensor:

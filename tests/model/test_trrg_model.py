@@ -89,3 +89,21 @@ def test_bad_settings_are_one_message() -> None:
     assert "'method.clue_top_k' must be at least 0" in message
     with pytest.raises(ConfigError, match="method: interaction heads 5 must divide the visual width 32"):
         build_model(load_config("trrg-tiny", ["method.interaction_heads=5"]), "finetune")
+
+
+def test_prompt_embeddings_are_cached_until_the_text_side_changes() -> None:
+    from mrg.model.clip_pretrain import prompt_probabilities
+
+    model = build_model(load_config("trrg-tiny"), "finetune")
+    features, mask = model.encoder(BATCH["pixel_values"], BATCH["view_mask"])
+    first = model.perceive_features(features, mask)
+    pooled = model._pool(features, mask).float()
+    assert torch.allclose(first, prompt_probabilities(model.head, model.text_encoder, pooled, model.classes))
+    cached = model._prompts()
+    assert model._prompts() is cached
+    with torch.no_grad():  # as loading a checkpoint does
+        model.head.text_proj.weight.copy_(torch.randn_like(model.head.text_proj.weight))
+    assert model._prompts() is not cached
+    again = model.perceive_features(features, mask)
+    assert torch.allclose(again, prompt_probabilities(model.head, model.text_encoder, pooled, model.classes))
+    assert not torch.allclose(again, first)

@@ -34,7 +34,7 @@ import torch
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-from mrg.config import RunConfig, config_from_dict, diff_configs, save_config
+from mrg.config import RunConfig, build_config, config_from_dict, diff_configs, save_config
 from mrg.console import warn
 from mrg.errors import CheckpointError, ConfigError, MrgError, OutputDirError
 from mrg.files import read_json, write_json_atomic, write_text_atomic
@@ -274,8 +274,12 @@ def load_checkpoint_config(step_dir: Path) -> RunConfig:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a checkpoint needs its config.yaml to rebuild the model")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return config_from_dict(RunConfig, migrate_config(data))
+        data = migrate_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if isinstance(data, dict) and not data.get("stages"):
+            # one stage's resolved config (``stage_config``): its train.select suits its own stage only, so the
+            # method's other stages (which may validate another task) are not re-resolved from it
+            return build_config(RunConfig, data, resolve_stages=False)
+        return config_from_dict(RunConfig, data)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable ({type(err).__name__}); restore it from the run folder's config.yaml") from None
     except ConfigError as err:

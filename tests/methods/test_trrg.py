@@ -161,3 +161,17 @@ def test_mrg_methods_lists_trrg_with_its_stages(run_cli) -> None:
     assert trrg["stages"][0]["task"] == "retrieval" and trrg["stages"][1]["starts_from"] == "pretrain"
     assert {"trrg-tiny", "trrg-demo", "trrg-iu-xray", "trrg-mimic-cxr"} <= set(trrg["presets"])
     assert "clue_select" in trrg["options"] and "negated_sentences" in trrg["options"]
+
+
+def test_a_finetune_stage_config_with_report_selection_reloads(tmp_path: Path) -> None:
+    """The stage folder's config.yaml holds finetune's train.select (report metrics), which pretrain's retrieval
+    validation cannot produce; reloading it (mrg generate) must not re-check the other stage against it."""
+    from mrg.checkpoint import load_checkpoint_config
+    from mrg.config import load_config, save_config, stage_config
+
+    cfg = load_config("trrg-tiny", ["train.val_every=0"])
+    assert stage_config(cfg, "pretrain").train.select == {"zero_shot_auroc": 1.0}
+    finetune = stage_config(cfg, "finetune")
+    assert "zero_shot_auroc" not in finetune.train.select
+    save_config(finetune, tmp_path / "config.yaml")
+    assert load_checkpoint_config(tmp_path) == finetune

@@ -175,3 +175,6 @@ def test_a_finetune_stage_config_with_report_selection_reloads(tmp_path: Path) -
     assert "zero_shot_auroc" not in finetune.train.select
     save_config(finetune, tmp_path / "config.yaml")
     assert load_checkpoint_config(tmp_path) == finetune
+    from mrg.generate import generation_config
+
+    assert generation_config(finetune, ["generate.num_beams=1"]).generate.num_beams == 1

@@ -34,7 +34,7 @@ import torch
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-from mrg.config import RunConfig, config_from_dict, diff_configs, save_config
+from mrg.config import RunConfig, build_config, config_from_dict, diff_configs, save_config
 from mrg.console import warn
 from mrg.errors import CheckpointError, ConfigError, MrgError, OutputDirError
 from mrg.files import read_json, write_json_atomic, write_text_atomic
@@ -274,8 +274,12 @@ def load_checkpoint_config(step_dir: Path) -> RunConfig:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a checkpoint needs its config.yaml to rebuild the model")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return config_from_dict(RunConfig, migrate_config(data))
+        data = migrate_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if isinstance(data, dict) and not data.get("stages"):
+            # one stage's resolved config (``stage_config``): its train.select suits its own stage only, so the
+            # method's other stages (which may validate another task) are not re-resolved from it
+            return build_config(RunConfig, data, resolve_stages=False)
+        return config_from_dict(RunConfig, data)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable ({type(err).__name__}); restore it from the run folder's config.yaml") from None
     except ConfigError as err:
@@ -337,6 +341,16 @@ def load_torch_state(path: Path) -> Any:
 # ----------------------------------------------------------------------------------------- compatibility
 
 
+def _method_architecture_keys(cfg: RunConfig) -> set[str]:
+    """``method.<key>`` of the options the method declares as deciding which weights exist (``architecture_options``)."""
+    from mrg.methods.registry import get_method
+
+    try:
+        return {f"method.{key}" for key in get_method(cfg.model.method).architecture_options}
+    except MrgError:
+        return set()
+
+
 def check_config_compatible(checkpoint_cfg: RunConfig, cfg: RunConfig, step_dir: Path) -> list[str]:
     """Compare the checkpoint's configuration with the current one.
 
@@ -347,8 +361,10 @@ def check_config_compatible(checkpoint_cfg: RunConfig, cfg: RunConfig, step_dir:
         CheckpointError: architecture fields differ; the message lists each with both values.
     """
     differences = diff_configs(checkpoint_cfg, cfg)
+    method_keys = _method_architecture_keys(cfg)
     architecture = [
-        (key, old, new) for key, old, new in differences if key.startswith("model.") and key not in NON_ARCHITECTURE_MODEL_FIELDS
+        (key, old, new) for key, old, new in differences
+        if (key.startswith("model.") and key not in NON_ARCHITECTURE_MODEL_FIELDS) or key in method_keys
     ]
     if architecture:
         listed = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, old, new in architecture)

@@ -101,7 +101,9 @@ def generation_config(checkpoint_cfg: RunConfig, overrides: Sequence[str] | None
                 f"'{key}' cannot change at generation: the checkpoint fixes it; only generate.* settings "
                 f"(e.g. generate.num_beams=1) and data.num_workers can be given"
             )
-    return build_config(RunConfig, config_to_dict(checkpoint_cfg), list(overrides or ()))
+    # a stage's config holds that stage's train.select only: the method's other stages are not re-resolved
+    return build_config(RunConfig, config_to_dict(checkpoint_cfg), list(overrides or ()),
+                        resolve_stages=bool(checkpoint_cfg.stages))
 
 
 def generate_reports(

@@ -22,6 +22,7 @@ from mrg.metrics.registry import suggest
 _BUILTIN_MODULES = {
     "mrg-llm": "mrg.methods.mrg_llm",
     "two-stage": "mrg.methods.two_stage",
+    "trrg": "mrg.methods.trrg",
 }
 """Built-in method name -> the module that registers it (imported lazily: methods import torch)."""
 _METHODS: dict[str, Method] = {}

@@ -24,12 +24,18 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
     """Image-text contrastive pre-training of a visual encoder (``encoder.*``) against a text encoder."""
 
     def __init__(self, encoder: nn.Module, text_encoder: TextEncoder, *, dim: int = 128, negated: str = "keep",
-                 init_temperature: float = 0.07) -> None:
+                 init_temperature: float = 0.07, label_prompts: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.text_encoder = text_encoder
         self.head = ContrastiveHead(encoder.num_features, text_encoder.hidden_size, dim, init_temperature=init_temperature)
         self.negated = negated
+        self.label_prompts = label_prompts
+        """Add the report's label prompts ("there is X." / "no X.", mrg's labeler on the report) as positives."""
+
+    def unused_parameter_names(self) -> set[str]:
+        """The encoder's backbone parameters no used token depends on; they stay frozen (DDP needs a gradient for each)."""
+        return {f"encoder.backbone.{name}" for name in getattr(self.encoder, "unused_parameters", ())}
 
     def image_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, C) mean of the visual tokens of each study."""
@@ -48,6 +54,8 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
         texts, owner = [], []
         for i, report in enumerate(reports):
             found = positives_of(report, negated=self.negated)
+            if self.label_prompts:
+                found += [p for p in report_label_prompts(report) if p not in found]
             texts += found
             owner += [i] * len(found)
         if not texts:
@@ -64,12 +72,37 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
     @torch.no_grad()
     def zero_shot_scores(self, batch: dict[str, Any], classes: Sequence[str]) -> torch.Tensor:
         """(B, K) zero-shot scores: P("there is X") against "no X" for each class, from the image features."""
-        img = nn.functional.normalize(self.head.image_proj(self.image_features(batch)), dim=-1)  # (B, d)
-        prompts = [label_prompt(c, True) for c in classes] + [label_prompt(c, False) for c in classes]
-        txt = nn.functional.normalize(self.head.text_proj(self.text_encoder(prompts)), dim=-1)  # (2K, d)
-        sims = self.head.scale() * img @ txt.T  # (B, 2K)
-        k = len(classes)
-        return torch.softmax(torch.stack([sims[:, :k], sims[:, k:]], dim=-1), dim=-1)[..., 0]
+        return prompt_probabilities(self.head, self.text_encoder, self.image_features(batch), classes)
+
+
+def prompt_probabilities(head: ContrastiveHead, text_encoder: TextEncoder, image: torch.Tensor,
+                         classes: Sequence[str], prompts: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K) P(class present) from (B, C) pooled image features: a softmax over the scaled cosine
+    similarities to the prompts "there is X." and "no X." (TRRG's zero-shot disease perception).
+
+    ``prompts``: the (2K, d) ``prompt_features`` when already computed (a frozen text side)."""
+    img = nn.functional.normalize(head.image_proj(image), dim=-1)  # (B, d)
+    txt = prompt_features(head, text_encoder, classes) if prompts is None else prompts  # (2K, d)
+    sims = head.scale() * img @ txt.T.to(img.dtype)  # (B, 2K)
+    k = len(classes)
+    return torch.softmax(torch.stack([sims[:, :k], sims[:, k:]], dim=-1).float(), dim=-1)[..., 0]
+
+
+def prompt_features(head: ContrastiveHead, text_encoder: TextEncoder, classes: Sequence[str]) -> torch.Tensor:
+    """(2K, d) normalised embeddings of "there is X." for each class, then "no X." for each class."""
+    prompts = [label_prompt(c, True) for c in classes] + [label_prompt(c, False) for c in classes]
+    return nn.functional.normalize(head.text_proj(text_encoder(prompts)), dim=-1)
+
+
+def report_label_prompts(report: str) -> list[str]:
+    """The label prompts of a report: "there is X." for each positive class, "no X." for each negative one
+    (mrg's CheXpert labeler; uncertain and unmentioned classes give none, "No Finding" is left out)."""
+    from mrg.data.chexpert import NEGATIVE, POSITIVE
+    from mrg.metrics.labeler import NO_FINDING, label_report
+
+    labels = label_report(report)
+    return [label_prompt(name, value == POSITIVE) for name, value in labels.items()
+            if name != NO_FINDING and value in (POSITIVE, NEGATIVE)]
 
 
 def recall_at_k(image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

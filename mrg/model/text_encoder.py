@@ -79,7 +79,16 @@ class TextEncoder(nn.Module):
         except (OSError, ValueError) as err:
             raise ConfigError(f"model.text_encoder.name_or_path {name_or_path}: no tokenizer could be loaded "
                               f"({str(err).splitlines()[0]}); point it at a folder with tokenizer files") from None
-        self.model = AutoModel.from_pretrained(path)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the load report lists the pooler, which is dropped below
+        try:
+            self.model = AutoModel.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(level)
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # sentences are mean-pooled: a pooler would be weights without gradient
         self.max_length = max_length
 
     @property

@@ -1,0 +1,180 @@
+"""The ``trrg`` method end to end through the CLI on tiny random models: both stages, validation, generate, init checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import training_fixtures
+from tests.training_fixtures import tiny_overrides, trainable_weights
+
+model_cache = training_fixtures.model_cache
+
+# reports with positive and negative CheXpert findings, so zero-shot AUROC is defined; the image tells the kind
+FINDING_REPORTS = [
+    "The heart is enlarged, consistent with cardiomegaly. No pleural effusion.",
+    "There is a large right pleural effusion. The heart size is normal.",
+    "The lungs are clear. No pneumothorax. No pleural effusion.",
+    "There is a right pneumothorax. The heart is enlarged.",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 train, 8 val and 5 test studies of two 64 px views; a bright band's position tells the report."""
+    import numpy as np
+    from PIL import Image
+
+    from mrg.data.prepared import Study, prepare_output_dir, write_prepared_dataset
+
+    root = tmp_path_factory.mktemp("trrg") / "data"
+    source = {"kind": "test-fixture"}
+    prepare_output_dir(root, source, force=True)
+    studies = []
+    for split, count in {"train": 16, "val": 8, "test": 5}.items():
+        for number in range(count):
+            sid, kind = f"{split}-{number:03d}", number % len(FINDING_REPORTS)
+            rng = np.random.default_rng(number + 100 * len(split))
+            paths = []
+            for view in range(2):
+                pixels = rng.integers(0, 60, size=(64, 64), dtype=np.uint8)
+                pixels[:, kind * 16 : (kind + 1) * 16] += 150
+                rel = f"images/{sid}/{view}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels, mode="L").save(root / rel)
+                paths.append(rel)
+            studies.append(Study(id=sid, split=split, report=FINDING_REPORTS[kind], image_paths=paths))
+    write_prepared_dataset(root, studies, source=source, protocol={"name": "fixture"}, normalize="r2gen-iu")
+    return root
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_trrg_trains_both_stages_validates_pretrain_by_retrieval_and_generates(run_cli, tmp_path: Path, synthetic_data,
+                                                                               model_cache) -> None:
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=2", "stages.pretrain.train.val_every=0")
+    result = run_cli("train", "--method", "trrg", "--config", "trrg-tiny", "--out", run, *overrides)
+    assert result.exit_code == 0, result.output
+    assert "stage pretrain of trrg" in result.stdout and "stage finetune of trrg" in result.stdout
+    records = [json.loads(line) for line in (run / "pretrain" / "val_metrics.jsonl").read_text().splitlines()]
+    metrics = records[-1]["metrics"]
+    for name in ("recall_at_1", "recall_at_5", "recall_at_10", "zero_shot_auroc"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert records[-1]["score"] == metrics["zero_shot_auroc"]  # the method's default selection in pretrain
+    pretrain = trainable_weights(run / "pretrain" / "step-000002")
+    assert {n.split(".")[0] for n in pretrain} == {"encoder", "text_encoder", "head"}
+    finetune = trainable_weights(run / "finetune" / "step-000002")
+    # the pretrain weights are part of finetune's state; the frozen text encoder and head keep their values
+    assert all(torch.equal(pretrain[n], finetune[n]) for n in pretrain if not n.startswith("encoder."))
+    assert {"clues", "clue_projector", "interaction", "projector", "promptbook"} <= {n.split(".")[0] for n in finetune}
+    assert not any(n.startswith("llm.") for n in finetune)
+
+    out = tmp_path / "test.jsonl"
+    result = run_cli("generate", "--checkpoint", run, "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"test-{i:03d}" for i in range(5)]
+    meta = json.loads(out.with_name("test.jsonl.meta.json").read_text())
+    assert meta["model"]["stage"] == "finetune"
+
+
+def test_a_mismatched_pretrain_checkpoint_is_refused_naming_the_fields(run_cli, tmp_path: Path, synthetic_data,
+                                                                       model_cache) -> None:
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=1")
+    assert run_cli("train", "--config", "trrg-tiny", "--stage", "pretrain", "--out", tmp_path / "a",
+                   *overrides).exit_code == 0
+    ok = run_cli("train", "--config", "trrg-tiny", "--stage", "finetune", "--out", tmp_path / "b", *overrides,
+                 f"model.init_from={tmp_path / 'a'}")
+    assert ok.exit_code == 0, ok.output
+    line = _one_error_line(run_cli("train", "--config", "trrg-tiny", "--stage", "finetune", "--out", tmp_path / "c",
+                                   *overrides, f"model.init_from={tmp_path / 'a'}", "method.contrastive_dim=16"))
+    assert "cannot initialise this stage" in line and "contrastive_dim" in line
+
+
+def test_perceive_writes_the_chexpert_layout_and_scores_a_split(run_cli, tmp_path: Path, synthetic_data,
+                                                                model_cache) -> None:
+    import csv
+
+    from mrg.data.chexpert import OBSERVATIONS
+    from mrg.perceive import read_perception_csv
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=1", "method.classes=[Cardiomegaly,Pneumothorax,Pleural Effusion]")
+    assert run_cli("train", "--config", "trrg-tiny", "--out", run, *overrides).exit_code == 0
+    out = tmp_path / "p.csv"
+    result = run_cli("perceive", "--checkpoint", run, "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["id", *OBSERVATIONS]
+    rows = read_perception_csv(out)
+    assert [r["id"] for r in rows] == [f"test-{i:03d}" for i in range(5)]
+    assert all(set(r["probabilities"]) == {"Cardiomegaly", "Pneumothorax", "Pleural Effusion"} for r in rows)
+    assert all(0.0 < p < 1.0 for r in rows for p in r["probabilities"].values())
+    record = json.loads(out.with_name("p.csv.meta.json").read_text())
+    assert record["stage"] == "finetune" and 0.0 <= record["auroc"]["zero_shot_auroc"] <= 1.0
+    # the pretrain stage perceives the same way; image files work too
+    pre = run_cli("perceive", "--checkpoint", run / "pretrain", "--images", *sorted(
+        str(p) for p in (synthetic_data / "images" / "test-000").glob("*.png")), "--out", tmp_path / "i.csv")
+    assert pre.exit_code == 0, pre.output
+    assert len(read_perception_csv(tmp_path / "i.csv")) == 2
+    line = _one_error_line(run_cli("perceive", "--checkpoint", run, "--out", tmp_path / "x.csv"))
+    assert "give either --split" in line
+
+    # what mrg demo --method trrg adds: the perceived classes per test study
+    from mrg.config import load_config
+    from mrg.methods import get_method
+
+    cfg = load_config("trrg-tiny", [*overrides, "method.perceive_threshold=0.0"])
+    extras = get_method("trrg").demo_extras(cfg, run, synthetic_data, tmp_path / "demo")
+    assert sorted(extras["perceived"]) == [f"test-{i:03d}" for i in range(5)]
+    assert all(len(v) == 3 for v in extras["perceived"].values())  # threshold 0: every perceived class
+    assert extras["test_zero_shot_auroc"] == record["auroc"]["zero_shot_auroc"]
+    assert extras["pretrain_val"] is None  # this run never validated its pretrain stage
+
+
+def test_the_ablation_benchmark_preset_loads_and_each_system_config_is_valid() -> None:
+    from mrg.config import load_config
+    from mrg.recipes.benchmark import load_bench
+
+    bench = load_bench("trrg-ablations")
+    assert [s.name for s in bench.systems][-1] == bench.config.reference == "MRG-LLM promptbook-wise"
+    configs = {s.name: load_config(s.config, list(s.overrides)) for s in bench.systems}
+    assert configs["TRRG without clue injection"].method.clue_select == "none"
+    assert configs["TRRG without clue interaction"].method.interaction == "none"
+    assert configs["TRRG"].model.method == "trrg" and configs["MRG-LLM promptbook-wise"].model.method == "mrg-llm"
+
+
+def test_mrg_methods_lists_trrg_with_its_stages(run_cli) -> None:
+    data = json.loads(run_cli("methods", "--json").stdout)
+    trrg = next(m for m in data if m["name"] == "trrg")
+    assert [s["name"] for s in trrg["stages"]] == ["pretrain", "finetune"]
+    assert trrg["stages"][0]["task"] == "retrieval" and trrg["stages"][1]["starts_from"] == "pretrain"
+    assert {"trrg-tiny", "trrg-demo", "trrg-iu-xray", "trrg-mimic-cxr"} <= set(trrg["presets"])
+    assert "clue_select" in trrg["options"] and "negated_sentences" in trrg["options"]
+
+
+def test_a_finetune_stage_config_with_report_selection_reloads(tmp_path: Path) -> None:
+    """The stage folder's config.yaml holds finetune's train.select (report metrics), which pretrain's retrieval
+    validation cannot produce; reloading it (mrg generate) must not re-check the other stage against it."""
+    from mrg.checkpoint import load_checkpoint_config
+    from mrg.config import load_config, save_config, stage_config
+
+    cfg = load_config("trrg-tiny", ["train.val_every=0"])
+    assert stage_config(cfg, "pretrain").train.select == {"zero_shot_auroc": 1.0}
+    finetune = stage_config(cfg, "finetune")
+    assert "zero_shot_auroc" not in finetune.train.select
+    save_config(finetune, tmp_path / "config.yaml")
+    assert load_checkpoint_config(tmp_path) == finetune
+    from mrg.generate import generation_config
+
+    assert generation_config(finetune, ["generate.num_beams=1"]).generate.num_beams == 1

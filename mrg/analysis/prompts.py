@@ -187,7 +187,7 @@ def collect(inputs: Any) -> dict[str, Any]:
             values, mask = soft[name]
             for b in range(values.shape[0]):
                 row = values[b] if mask is None else values[b][mask[b]]
-                tokens[name].append(row.float().cpu())
+                tokens[name].append(row.detach().float().cpu())
         ids.extend(batch["ids"])
         reports.extend(batch.get("reports") or [""] * len(batch["ids"]))
         promptbook = getattr(model, "promptbook", None)
@@ -195,7 +195,7 @@ def collect(inputs: Any) -> dict[str, Any]:
             visual, mask = model.visual_tokens(batch)
             mixed = promptbook.mixing_weights(visual, mask)
             if mixed is not None:
-                weights.append(mixed.float().cpu())
+                weights.append(mixed.detach().float().cpu())
     return {"tokens": tokens, "ids": ids, "labels": positive_sets(label_reports(reports)),
             "mixing": torch.cat(weights) if weights else None}
 

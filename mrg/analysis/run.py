@@ -17,10 +17,9 @@ from typing import Any
 from mrg.errors import ConfigError, DataError
 from mrg.files import read_json, write_json_atomic
 from mrg.provenance import provenance, utc_now
+from mrg.runs import ANALYSIS_FORMAT, ANALYSIS_NAME
 
 KINDS = ("prompts", "attention")
-ANALYSIS_NAME = "analysis.json"
-ANALYSIS_FORMAT = "mrg-analysis"
 EAGER_NOTE = ("attention weights from eager attention: the LLM was loaded with attn_implementation=eager because "
               "SDPA and flash attention do not return their weights (the softmax is the same)")
 

@@ -90,7 +90,7 @@ def _check_outputs(out: Path, groups: list[str]) -> dict:
     return record
 
 
-def test_both_analyses_on_the_tiny_promptbook_run(tmp_path: Path, tiny_run) -> None:
+def test_both_analyses_on_the_tiny_promptbook_run(tmp_path: Path, tiny_run, run_cli) -> None:
     out = tmp_path / "analysis"
     first = analyze("prompts", tiny_run, out=out, split="test", limit=4)
     second = analyze("attention", tiny_run, out=out, split="test", limit=4, maps=2)
@@ -101,6 +101,11 @@ def test_both_analyses_on_the_tiny_promptbook_run(tmp_path: Path, tiny_run) -> N
     assert sum(mixing["mean_weights"]) == pytest.approx(1.0) and mixing["by_finding"]
     assert record["analyses"]["attention"]["maps"] == ["attention-map-test-000.png", "attention-map-test-001.png"]
     assert record["analyses"]["attention"]["inputs"]["num_studies"] == 4
+    result = run_cli("report", tiny_run, out, "--out", tmp_path / "page.html", "--no-images")
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert result.exit_code == 0 and "1 analysis" in result.output, result.output
+    assert page.count('<figure class="analysis-figure">') == len(record["analyses"]["prompts"]["figures"]) + len(
+        record["analyses"]["attention"]["figures"])
 
 
 def test_step_zero_masses_equal_a_direct_forward_pass(tmp_path: Path, tiny_run) -> None:

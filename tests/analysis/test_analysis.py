@@ -187,3 +187,11 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, run_cli, tiny_run, arg
 def test_missing_checkpoint(tmp_path: Path, run_cli) -> None:
     result = run_cli("analyze", "prompts", "--checkpoint", tmp_path / "nothing", "--out", tmp_path / "a")
     assert result.exit_code == 1 and "nothing" in result.output and "Traceback" not in result.output
+
+
+def test_help_names_both_analyses_and_the_options(run_cli) -> None:
+    result = run_cli("analyze", "--help")
+    assert result.exit_code == 0
+    for text in ("prompts", "attention", "--checkpoint", "--split", "--out", "--limit", "--study", "eager"):
+        assert text in result.stdout
+    assert "analyze" in run_cli("--help").stdout

@@ -115,7 +115,7 @@ class AnalysisFolder:
 
     @property
     def name(self) -> str:
-        return self.root.name
+        return str(self.root)
 
 
 @dataclass

@@ -135,6 +135,7 @@ def _train(tmp_path: Path, preset: str, synthetic_data: Path, *overrides: str) -
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("preset", "overrides", "groups"), [
     ("tiny", ("model.promptbook.mode=none",), ["visual"]),
     ("tiny", ("model.promptbook.mode=static",), ["visual", "prompt"]),

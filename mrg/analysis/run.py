@@ -77,6 +77,7 @@ class AnalysisRecipe:
         out = Path(config.out)
         if out.exists() and not out.is_dir():
             raise DataError(f"--out {out}: is a file; give a folder for analysis.json and the PNG figures")
+        _existing(out / ANALYSIS_NAME)  # another tool's file there is refused before any work
         inputs = load_inputs(config.checkpoint, split=config.split, data_root=config.data, limit=config.limit,
                              eager_attention=config.kind == "attention", overrides=config.overrides)
         if config.studies:

@@ -185,6 +185,14 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, run_cli, tiny_run, arg
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
 
 
+def test_out_holding_another_tools_record_is_refused_before_any_work(tmp_path: Path, run_cli, tiny_run) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "analysis.json").write_text('{"format": "other"}', encoding="utf-8")
+    result = run_cli("analyze", "prompts", "--checkpoint", tiny_run, "--out", tmp_path / "a")
+    assert result.exit_code == 1 and "analysis.json: not an mrg analysis file; choose another --out folder" in result.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["analysis.json"]  # no figure written
+
+
 def test_missing_checkpoint(tmp_path: Path, run_cli) -> None:
     result = run_cli("analyze", "prompts", "--checkpoint", tmp_path / "nothing", "--out", tmp_path / "a")
     assert result.exit_code == 1 and "nothing" in result.output and "Traceback" not in result.output

@@ -38,7 +38,7 @@ def _analysis_folder(root: Path) -> Path:
 def test_analysis_folder_becomes_a_section_with_inline_figures(tmp_path: Path) -> None:
     folder = _analysis_folder(tmp_path / "runs" / "analysis")
     found = discover([tmp_path / "runs"])  # found one level down, as evaluations are
-    assert [a.name for a in found.analyses] == ["analysis"] and list(found.analyses[0].figures) == ["attention-heads-visual.png"]
+    assert [a.name for a in found.analyses] == [str(folder)] and list(found.analyses[0].figures) == ["attention-heads-visual.png"]
     result = build_report([tmp_path / "runs"], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert result.analyses == 1 and '<section id="analysis-1">' in page and 'href="#analysis-1"' in page

@@ -124,7 +124,7 @@ def collect(inputs: Any, *, map_ids: set[str]) -> tuple[_Totals, dict[str, dict[
         texts.extend(model.decode(out.sequences))
         for b, sums in visual_sums.items():
             length = next((i + 1 for i, tok in enumerate(rows[b]) if tok in stops), steps)
-            maps[batch["ids"][b]] = {"attention": (sums / length).numpy(), "image": batch["pixel_values"][b, 0].float().mean(0).numpy()}
+            maps[batch["ids"][b]] = {"attention": (sums / length).numpy(), "image": batch["pixel_values"][b, 0].float().mean(0).cpu().numpy()}
     assert totals is not None
     return totals, maps, texts
 

@@ -54,7 +54,9 @@ class AnalysisInputs:
         from torch.utils.data import DataLoader
 
         size = batch_size or self.cfg.generate.batch_size
-        yield from DataLoader(self.dataset, batch_size=size, shuffle=False, num_workers=0, collate_fn=self.collate)
+        device = self.model.device
+        for batch in DataLoader(self.dataset, batch_size=size, shuffle=False, num_workers=0, collate_fn=self.collate):
+            yield {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
     def record(self) -> dict[str, Any]:
         """What ``analysis.json`` says about the inputs."""
@@ -70,6 +72,7 @@ class AnalysisInputs:
             "encoder": self.cfg.model.encoder.name_or_path,
             "llm": self.cfg.model.llm.name_or_path,
             "attention_implementation": self.attention_implementation,
+            "device": str(self.model.device),
         }
 
 
@@ -94,6 +97,7 @@ def load_inputs(
         CheckpointError: the checkpoint is missing, incomplete or damaged.
         DataError: the dataset or split is missing.
     """
+    import torch
     from torch.utils.data import Subset
 
     from mrg.methods.registry import get_method
@@ -119,6 +123,7 @@ def load_inputs(
         llm = dataclasses.replace(cfg.model.llm, attn_implementation="eager")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, llm=llm))
     model, method, stage = checkpoint_model(step_dir, cfg, meta)
+    model.to(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))  # one device, as far as it goes
     model.eval()
     for needed in ("soft_tokens", "input_groups", "assemble"):
         if not hasattr(model, needed):

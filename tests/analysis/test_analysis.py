@@ -193,6 +193,16 @@ def test_out_holding_another_tools_record_is_refused_before_any_work(tmp_path: P
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["analysis.json"]  # no figure written
 
 
+def test_chosen_studies_get_the_heat_maps(tmp_path: Path, run_cli, tiny_run) -> None:
+    out = tmp_path / "a"
+    result = run_cli("analyze", "attention", "--checkpoint", tiny_run, "--out", out, "--limit", "4", "--study", "test-003",
+                     "generate.max_new_tokens=3")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "analysis.json").read_text())["analyses"]["attention"]
+    assert record["maps"] == ["attention-map-test-003.png"] and len(record["position_counts"]) <= 3
+    assert "mass on visual" in result.output
+
+
 def test_missing_checkpoint(tmp_path: Path, run_cli) -> None:
     result = run_cli("analyze", "prompts", "--checkpoint", tmp_path / "nothing", "--out", tmp_path / "a")
     assert result.exit_code == 1 and "nothing" in result.output and "Traceback" not in result.output

@@ -43,6 +43,12 @@ VAL_DIR_NAME = "val"
 TENSORBOARD_DIR_NAME = "tensorboard"
 RUN_RECORD_NAME = "run.json"
 
+# ---------------------------------------------------------------------------------------- analysis folder
+
+ANALYSIS_NAME = "analysis.json"
+"""``mrg analyze``'s record (its ``format`` is ``ANALYSIS_FORMAT``); the PNG figures it lists sit beside it."""
+ANALYSIS_FORMAT = "mrg-analysis"
+
 # ---------------------------------------------------------------------------------------- checkpoint folder
 
 WEIGHTS_NAME = "trainable.safetensors"

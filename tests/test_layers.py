@@ -3,7 +3,7 @@
 Stages, in order: foundation (errors, files, console, provenance, the run-folder layout, the metric
 registry) -> configuration (config, the method registry and what a method declares) -> data -> model ->
 training (loop, checkpoints, distributed, optimizer, validation) -> generate -> metrics ->
-evaluate/viewer/domain LM -> method implementations (they compose all of the above) -> recipes -> cli/demo.
+evaluate/viewer/domain LM/analysis -> method implementations (they compose all of the above) -> recipes -> cli/demo.
 Methods are found by the registry at run time (``importlib`` on the built-in module names and the
 ``mrg.methods`` entry points), as plugins are, so configuration never imports a method's implementation.
 """
@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mrg.trainer", "mrg.checkpoint", "mrg.distributed", "mrg.optim", "mrg.trackers", "mrg.validation"),
     ("mrg.generate",),
     ("mrg.metrics",),
-    ("mrg.evaluate", "mrg.viewer", "mrg.domain_lm", "mrg.baselines", "mrg.perceive"),
+    ("mrg.evaluate", "mrg.viewer", "mrg.domain_lm", "mrg.baselines", "mrg.perceive", "mrg.analysis"),
     ("mrg.methods",),
     ("mrg.recipes",),
     ("mrg.cli", "mrg.demo", "mrg.__main__"),

@@ -15,7 +15,8 @@ from mrg.console import console, info, warn
 def report_cmd(
     dirs: Annotated[
         list[Path],
-        typer.Argument(help="Folders written by 'mrg train' and/or 'mrg evaluate' (or a folder holding them).", show_default=False),
+        typer.Argument(help="Folders written by 'mrg train', 'mrg evaluate' and/or 'mrg analyze' (or a folder holding them).",
+                       show_default=False),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     data: Annotated[
@@ -35,7 +36,8 @@ def report_cmd(
     screenshot: Annotated[bool, typer.Option("--screenshot", help="Also write OUT.png as headless Chromium renders the "
                                              "page (needs Chromium, e.g. apt-get install chromium).")] = False,
 ) -> None:
-    """Write one self-contained HTML report: metrics with intervals, training curves, a per-study table.
+    """Write one self-contained HTML report: metrics with intervals, training curves, a per-study table and, for
+    folders written by 'mrg analyze', an Analysis section with its figures.
 
     The page needs no network (inline CSS, JavaScript, SVG charts and base64 thumbnails). Its per-study
     table sorts by any column, filters by text, by "only disagreements" and by observation; without
@@ -50,6 +52,8 @@ def report_cmd(
     parts = [f"{result.runs} training run{'s' if result.runs != 1 else ''}",
              f"{result.evaluations} evaluation{'s' if result.evaluations != 1 else ''}",
              f"{result.studies} studies"]
+    if result.analyses:
+        parts.append(f"{result.analyses} analys{'es' if result.analyses != 1 else 'is'}")
     if result.thumbnails or result.missing_images:
         parts.append(f"{result.thumbnails} thumbnails" + (f", {result.missing_images} images missing" if result.missing_images else ""))
     console.print(f"[bold]report[/bold]: {', '.join(parts)}")

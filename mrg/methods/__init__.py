@@ -7,7 +7,7 @@ declares what a method is; ``mrg.methods.report`` gives report-generation method
 
 from __future__ import annotations
 
-from mrg.methods.base import Method, Stage
+from mrg.methods.base import Method, SoftTokenGroup, Stage
 from mrg.methods.registry import get_method, list_methods, method_names, register_method, unregister_method
 
-__all__ = ["Method", "Stage", "get_method", "list_methods", "method_names", "register_method", "unregister_method"]
+__all__ = ["Method", "SoftTokenGroup", "Stage", "get_method", "list_methods", "method_names", "register_method", "unregister_method"]

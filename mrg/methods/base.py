@@ -16,7 +16,8 @@ evaluate (``docs/architecture.md`` walks through it)::
 A report-generation method subclasses ``mrg.methods.report.ReportMethod``, which supplies the data and
 batches of a prepared dataset. Hooks, all with defaults except ``build_model``: ``check`` (cross-field config problems), ``trainable_patterns``
 (what trains in a stage, beyond the stage's declaration), ``datasets`` and ``collate`` (what a stage reads),
-``make_validation`` (how a stage is validated), ``frozen_patterns`` (what must never train).
+``make_validation`` (how a stage is validated), ``frozen_patterns`` (what must never train),
+``soft_token_groups`` (the learned soft tokens the LLM reads, for ``mrg analyze``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ class Stage:
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+SOFT_TOKEN_GROUP_NAMES = ("visual", "prompt", "clues")
+"""The soft-token groups ``mrg analyze`` knows, in the order it reports them."""
+
+
+@dataclass(frozen=True)
+class SoftTokenGroup:
+    """Learned tokens a method feeds the LLM through ``inputs_embeds`` (analysed by ``mrg analyze``)."""
+
+    name: str
+    """``visual`` (projected image tokens), ``prompt`` (customised prompts) or ``clues``."""
+    summary: str
+    """What the tokens are, in a few words (shown in ``analysis.json`` and the page)."""
 
 
 class Method:
@@ -166,6 +181,14 @@ class Method:
     def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
         """What ``mrg demo`` adds for this method after scoring its reports (recorded in ``demo.json``)."""
         return {}
+
+    def soft_token_groups(self, cfg: RunConfig, stage: Stage) -> list[SoftTokenGroup]:
+        """The soft-token groups ``stage``'s model feeds its LLM under ``cfg`` (none by default).
+
+        Each name must be one its model's ``soft_tokens(batch)`` returns (``ReportModel.soft_tokens``) and labels in
+        ``input_groups`` (``mrg.model.report_model.INPUT_GROUPS``).
+        """
+        return []
 
     def make_validation(self, context: Any) -> Any:
         """The validation of a stage (``mrg.validation``); None lets the recipe use report generation."""

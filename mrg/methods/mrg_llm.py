@@ -11,9 +11,9 @@ from __future__ import annotations
 from torch import nn
 
 from mrg.config import RunConfig
-from mrg.methods.base import Stage
+from mrg.methods.base import SoftTokenGroup, Stage
 from mrg.methods.registry import register_method
-from mrg.methods.report import ReportMethod
+from mrg.methods.report import ReportMethod, report_model_groups
 
 
 def encoder_patterns(cfg: RunConfig) -> list[str]:
@@ -44,6 +44,9 @@ class MRGLLM(ReportMethod):
 
     def never_trains(self, name: str) -> bool:
         return llm_weight(name)
+
+    def soft_token_groups(self, cfg: RunConfig, stage: Stage) -> list[SoftTokenGroup]:
+        return report_model_groups(cfg)
 
     def build_model(self, cfg: RunConfig, stage: Stage) -> nn.Module:
         from mrg.model.build import build_report_model

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mrg.config import RunConfig
 from mrg.errors import MrgError
-from mrg.methods.base import Collate, Method, Stage
+from mrg.methods.base import Collate, Method, SoftTokenGroup, Stage
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,6 +57,17 @@ class ReportMethod(Method):
             return collate_studies
         token_ids = _cached_token_ids(cfg, tokenizer, data_root)
         return ReportCollator(tokenizer, cfg.model.max_report_tokens, token_ids)
+
+
+def report_model_groups(cfg: RunConfig) -> list[SoftTokenGroup]:
+    """The soft tokens of ``mrg.model.report_model.ReportModel``: visual tokens (unless ``model.visual_tokens`` is off)
+    and the customised prompt (unless ``model.promptbook.mode`` is ``none``)."""
+    groups = []
+    if cfg.model.visual_tokens:
+        groups.append(SoftTokenGroup("visual", "projected visual tokens (soft visual prompts)"))
+    if cfg.model.promptbook.mode != "none":
+        groups.append(SoftTokenGroup("prompt", f"{cfg.model.promptbook.mode} prompt tokens"))
+    return groups
 
 
 def _cached_token_ids(cfg: RunConfig, tokenizer: Any, data_root: str | Path | None) -> dict[str, list[int]] | None:

@@ -20,10 +20,10 @@ from typing import Literal
 from torch import nn
 
 from mrg.config import MethodOptions, RunConfig
-from mrg.methods.base import Stage
+from mrg.methods.base import SoftTokenGroup, Stage
 from mrg.methods.mrg_llm import encoder_patterns, llm_weight
 from mrg.methods.registry import register_method
-from mrg.methods.report import ReportMethod
+from mrg.methods.report import ReportMethod, report_model_groups
 
 PART_PATTERNS = {"projector": ["projector.*"], "promptbook": ["promptbook.*"]}
 
@@ -62,6 +62,9 @@ class TwoStage(ReportMethod):
 
     def never_trains(self, name: str) -> bool:
         return llm_weight(name)
+
+    def soft_token_groups(self, cfg: RunConfig, stage: Stage) -> list[SoftTokenGroup]:
+        return report_model_groups(cfg)
 
     def build_model(self, cfg: RunConfig, stage: Stage) -> nn.Module:
         from mrg.model.build import build_report_model

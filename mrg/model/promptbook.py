@@ -128,6 +128,14 @@ class Promptbook(nn.Module):
         transformed = (1.0 + gamma) * self.book + beta  # (B, N, L, D)
         return torch.einsum("bn,bnld->bld", weights.to(transformed.dtype), transformed)  # (B, L, D)
 
+    def mixing_weights(self, visual: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The promptbook-wise mixing weights w (B, N) that ``forward`` uses for these (B, M, D) visual tokens;
+        None in the other modes (there is no book to mix)."""
+        if self.mode != "promptbook-wise":
+            return None
+        out = self.head(self.condition(self.pool(visual, token_mask)))  # (B, head_out)
+        return out[:, : self.book_size].softmax(dim=-1)  # (B, N)
+
     def static_prompt(self) -> torch.Tensor:
         """The prompt every image gets at initialisation: P, or the book's mean (L, D)."""
         if self.mode == "promptbook-wise":

@@ -41,6 +41,9 @@ from mrg.model.promptbook import Promptbook
 from mrg.model.trainable import TrainableState
 
 IGNORE_INDEX = -100
+INPUT_GROUPS = ("padding", "instruction", "visual", "prompt", "generated")
+"""What each position of the LLM input is (``ReportModel.input_groups`` codes are indices into this): template
+text (BOS, the instruction and its frame) is ``instruction``; tokens generated after the prefix are ``generated``."""
 
 
 @dataclass
@@ -188,6 +191,44 @@ class ReportModel(TrainableState, nn.Module):
             mask = mask.gather(1, order)
             labels = labels.gather(1, order) if labels is not None else None
         return embeds, mask, labels, moved
+
+    def soft_tokens(self, batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """The learned tokens this model feeds the LLM, by group: ``visual`` (B, M, D) with its (B, M) mask (None:
+        all real) and ``prompt`` (B, L, D). Used by ``mrg analyze``; a subclass with other soft tokens adds its own."""
+        visual, token_mask = self.visual_tokens(batch)
+        groups: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {"prompt": (self.promptbook(visual, token_mask), None)}
+        if self.feed_visual_tokens:
+            groups = {"visual": (visual, token_mask), **groups}
+        return groups
+
+    def input_groups(self, visual: torch.Tensor, token_mask: torch.Tensor | None, *, left_pad: bool = False) -> torch.Tensor:
+        """(B, T) codes (indices into ``INPUT_GROUPS``) of the input ``assemble(visual, token_mask, prompt,
+        left_pad=left_pad)`` lays out without a report.
+
+        The segments and the padding permutation are ``assemble``'s: a padded visual token is ``padding`` and the
+        stable sort on the mask moves it as ``assemble`` moves it, so code ``t`` describes position ``t``; the
+        ``k``-th ``visual`` position of a row holds that study's ``k``-th real visual token.
+        """
+        batch, num_visual = visual.shape[:2]
+        codes = dict(zip(INPUT_GROUPS, range(len(INPUT_GROUPS)), strict=True))
+        parts: list[torch.Tensor] = []
+        text_sizes = iter(len(s.ids) for s in self.llm.template.segments if s.kind == "text")
+        for segment in self.llm.template.segments:
+            if segment.kind == "image" and not self.feed_visual_tokens:
+                continue
+            if segment.kind == "image" and token_mask is not None:
+                parts.append(torch.where(token_mask.to(visual.device), codes["visual"], codes["padding"]).long())  # (B, M)
+                continue
+            size, code = {"text": (0, codes["instruction"]), "image": (num_visual, codes["visual"]),
+                          "prompt": (self.promptbook.num_tokens, codes["prompt"])}[segment.kind]
+            size = next(text_sizes) if segment.kind == "text" else size
+            parts.append(torch.full((batch, size), code, dtype=torch.long, device=visual.device))
+        out = torch.cat(parts, dim=1)  # (B, T)
+        if token_mask is not None and self.feed_visual_tokens:
+            real = out != codes["padding"]
+            key = real.long() if left_pad else (~real).long()  # the sort key assemble uses
+            out = out.gather(1, torch.argsort(key, dim=1, stable=True))
+        return out
 
     # ------------------------------------------------------------------------------------ training
 

@@ -57,6 +57,8 @@ class ReportResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     """Parts left out and why (shown on the page too)."""
+    analyses: int = 0
+    """Folders written by ``mrg analyze``."""
 
 
 @dataclass
@@ -159,6 +161,78 @@ def _make_table(
     return table
 
 
+class _Datasets:
+    """Prepared datasets by folder, each loaded once: the one given with ``--data`` wins; none without images."""
+
+    def __init__(self, explicit: Any, images: bool, notes: list[str]) -> None:
+        self.explicit, self.images, self.notes = explicit, images, notes
+        self.loaded: dict[Path, Any] = {}
+
+    def __call__(self, path: Path | None) -> Any:
+        if not self.images:
+            return None
+        if self.explicit is not None:
+            return self.explicit
+        if path is None:
+            return None
+        key = path.resolve()
+        if key not in self.loaded:
+            self.loaded[key] = _load_dataset(path, self.notes, explicit=False)
+        return self.loaded[key]
+
+
+def _check_options(out: Path, thumbnail_size: int, max_views: int) -> None:
+    if not 16 <= thumbnail_size <= 512:
+        raise DataError(f"--thumbnail-size {thumbnail_size}: choose between 16 and 512 pixels")
+    if max_views < 1:
+        raise DataError(f"--views {max_views}: show at least one view per study (or pass --no-images)")
+    if out.is_dir():
+        raise DataError(f"--out {out}: is a folder; give the HTML file to write, e.g. {out / 'report.html'}")
+
+
+def _evaluation_tables(found: ReportInputs, predictions: Path | None, datasets: _Datasets) -> list[tuple[StudyTable, int | None]]:
+    """The per-study table of each evaluation (its notes go to the table, or to the evaluation without one)."""
+    tables: list[tuple[StudyTable, int | None]] = []
+    for index, ev in enumerate(found.evaluations):
+        table_notes: list[str] = []
+        sources = _eval_sources(ev, predictions, table_notes)
+        ev.generation = sources.generation or {}
+        if not datasets.images:
+            sources.image_files = None
+        normalize = ev.protocol.get("normalize_mode")
+        title_i = "Studies" + (f" of {ev.root}" if len(found.evaluations) > 1 else "")
+        table = _make_table(title_i, ev.per_sample, ev.per_sample_columns, sources, datasets(sources.data),
+                            normalize if isinstance(normalize, str) else None, table_notes)
+        if table is not None:
+            if table.labels_source == "per_sample.csv" and ev.labeler:
+                table.labels_source = f"{ev.labeler}, from per_sample.csv"
+            table.notes.extend(table_notes)
+            tables.append((table, index))
+        else:
+            ev.notes.extend(table_notes)
+    return tables
+
+
+def _attach_images(tables: list[tuple[StudyTable, int | None]], thumbnail_size: int, max_views: int) -> tuple[int, int]:
+    """Thumbnails for every table with images; returns (thumbnails made, images missing)."""
+    thumbnails = missing = 0
+    for table, _ in tables:
+        if table.images_source is None:
+            continue
+        table.thumbnail_size = thumbnail_size
+        table.missing_images = attach_thumbnails(table.rows, thumbnail_size, max_views)
+        table.missing_images += sum(1 for r in table.rows if not r.image_paths)
+        thumbnails += sum(1 for r in table.rows for uri in r.thumbnails if uri is not None)
+        missing += table.missing_images
+    return thumbnails, missing
+
+
+def _all_notes(found: ReportInputs, tables: list[tuple[StudyTable, int | None]]) -> list[str]:
+    notes = [*(n for ev in found.evaluations for n in ev.notes), *(n for run in found.runs for n in run.notes),
+             *(n for t, _ in tables for n in t.notes), *(n for a in found.analyses for n in a.notes)]
+    return list(dict.fromkeys(notes))
+
+
 def build_report(
     dirs: list[Path],
     out: Path,
@@ -170,10 +244,10 @@ def build_report(
     max_views: int = DEFAULT_MAX_VIEWS,
     images: bool = True,
 ) -> ReportResult:
-    """Write one self-contained HTML report of training runs and evaluations to ``out`` (atomically).
+    """Write one self-contained HTML report of training runs, evaluations and analyses to ``out`` (atomically).
 
     Args:
-        dirs: folders written by ``mrg train`` and/or ``mrg evaluate`` (or a folder holding them).
+        dirs: folders written by ``mrg train``, ``mrg evaluate`` and/or ``mrg analyze`` (or a folder holding them).
         out: the HTML file to write.
         data: the prepared dataset with the studies' images (overrides what the folders recorded).
         predictions: the predictions JSONL that was evaluated (needs exactly one evaluation folder).
@@ -186,93 +260,31 @@ def build_report(
         DataError: a folder holds nothing mrg wrote, a file is damaged, or an option names a missing file.
     """
     started = time.perf_counter()
-    if not 16 <= thumbnail_size <= 512:
-        raise DataError(f"--thumbnail-size {thumbnail_size}: choose between 16 and 512 pixels")
-    if max_views < 1:
-        raise DataError(f"--views {max_views}: show at least one view per study (or pass --no-images)")
     out = Path(out)
-    if out.is_dir():
-        raise DataError(f"--out {out}: is a folder; give the HTML file to write, e.g. {out / 'report.html'}")
+    _check_options(out, thumbnail_size, max_views)
     found: ReportInputs = discover([Path(d) for d in dirs])
     if predictions is not None and len(found.evaluations) != 1:
         raise DataError(f"--predictions {predictions}: needs exactly one evaluation folder, found {len(found.evaluations)}")
     notes: list[str] = []
-    explicit_dataset = _load_dataset(data, notes, explicit=True) if data is not None else None
-    datasets: dict[Path, Any] = {}
-
-    def dataset_for(path: Path | None) -> Any:
-        if not images:
-            return None
-        if explicit_dataset is not None:
-            return explicit_dataset
-        if path is None:
-            return None
-        key = path.resolve()
-        if key not in datasets:
-            datasets[key] = _load_dataset(path, notes, explicit=False)
-        return datasets[key]
-
-    tables: list[tuple[StudyTable, int | None]] = []
-    for index, ev in enumerate(found.evaluations):
-        table_notes: list[str] = []
-        sources = _eval_sources(ev, predictions, table_notes)
-        ev.generation = sources.generation or {}
-        if not images:
-            sources.image_files = None
-        normalize = ev.protocol.get("normalize_mode")
-        title_i = "Studies" + (f" of {ev.root}" if len(found.evaluations) > 1 else "")
-        table = _make_table(title_i, ev.per_sample, ev.per_sample_columns, sources, dataset_for(sources.data),
-                            normalize if isinstance(normalize, str) else None, table_notes)
-        if table is not None:
-            if table.labels_source == "per_sample.csv" and ev.labeler:
-                table.labels_source = f"{ev.labeler}, from per_sample.csv"
-            table.notes.extend(table_notes)
-            tables.append((table, index))
-        else:
-            ev.notes.extend(table_notes)
+    datasets = _Datasets(_load_dataset(data, notes, explicit=True) if data is not None else None, images, notes)
+    tables = _evaluation_tables(found, predictions, datasets)
     if not found.evaluations:
         for run in found.runs:
-            table = _validation_table(run, dataset_for(_run_data_root(run)), notes)
+            table = _validation_table(run, datasets(_run_data_root(run)), notes)
             if table is not None:
                 tables.append((table, None))
-
-    thumbnails = missing = 0
-    for table, _ in tables:
-        if table.images_source is None:
-            continue
-        table.thumbnail_size = thumbnail_size
-        table.missing_images = attach_thumbnails(table.rows, thumbnail_size, max_views)
-        table.missing_images += sum(1 for r in table.rows if not r.image_paths)
-        thumbnails += sum(1 for r in table.rows for uri in r.thumbnails if uri is not None)
-        missing += table.missing_images
-
-    targets: list[Any] = list(found.evaluations) or list(found.runs)
+    thumbnails, missing = _attach_images(tables, thumbnail_size, max_views)
+    targets: list[Any] = list(found.evaluations) or list(found.runs) or list(found.analyses)
     if targets:
         targets[0].notes.extend(notes)
-    page = render_page(
-        title=title or "mrg report",
-        runs=found.runs,
-        evaluations=found.evaluations,
-        tables=tables,
-        generated=utc_now(),
-        version=mrg.__version__,
-        sources=[str(d) for d in dirs],
-    )
+    page = render_page(title=title or "mrg report", runs=found.runs, evaluations=found.evaluations, tables=tables,
+                       generated=utc_now(), version=mrg.__version__, sources=[str(d) for d in dirs],
+                       analyses=found.analyses)
     write_text_atomic(out, page)
     _make_readable(out)
-    all_notes = [*(n for ev in found.evaluations for n in ev.notes), *(n for run in found.runs for n in run.notes),
-                 *(n for t, _ in tables for n in t.notes)]
-    return ReportResult(
-        path=out,
-        size_bytes=os.path.getsize(out),
-        runs=len(found.runs),
-        evaluations=len(found.evaluations),
-        studies=sum(len(t.rows) for t, _ in tables),
-        thumbnails=thumbnails,
-        missing_images=missing,
-        seconds=time.perf_counter() - started,
-        notes=list(dict.fromkeys(all_notes)),
-    )
+    return ReportResult(path=out, size_bytes=os.path.getsize(out), runs=len(found.runs), evaluations=len(found.evaluations),
+                        studies=sum(len(t.rows) for t, _ in tables), thumbnails=thumbnails, missing_images=missing,
+                        seconds=time.perf_counter() - started, notes=_all_notes(found, tables), analyses=len(found.analyses))
 
 
 def _make_readable(path: Path) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
 from mrg.metrics import registry
 from mrg.metrics.registry import display_name, titled
+from mrg.viewer.analysis_view import analysis_section
 from mrg.viewer.charts import Series, format_number, line_chart
-from mrg.viewer.inputs import EvalInputs, RunInputs
+from mrg.viewer.inputs import AnalysisFolder, EvalInputs, RunInputs
 from mrg.viewer.studies import StudyRow, StudyTable
 
 CSP = (
@@ -627,6 +628,7 @@ def render_page(
     generated: str,
     version: str,
     sources: Sequence[str],
+    analyses: Sequence[AnalysisFolder] = (),
 ) -> str:
     """The whole document.
 
@@ -638,6 +640,7 @@ def render_page(
         generated: when the page was made (UTC, ISO 8601).
         version: the mrg version.
         sources: the folders given on the command line.
+        analyses: folders written by ``mrg analyze`` (an Analysis section each).
     """
     nav: list[tuple[str, str]] = []
     sections: list[str] = []
@@ -655,6 +658,9 @@ def render_page(
         anchor = f"studies-section-{i}"
         nav.append((anchor, f"Studies{f' {i}' if len(tables) > 1 else ''}"))
         sections.append(studies_section(table, i, anchor))
+    for i, folder in enumerate(analyses, start=1):
+        nav.append((f"analysis-{i}", f"Analysis{f' {i}' if len(analyses) > 1 else ''}"))
+        sections.append(analysis_section(folder, i))
     nav_html = "".join(f'<a href="#{e(a)}">{e(t)}</a>' for a, t in nav)
     meta = {"generator": f"mrg {version}", "generated": generated, "sources": list(sources)}
     return (

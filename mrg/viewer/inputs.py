@@ -8,7 +8,8 @@ A folder is recognised by its files:
   ``step-NNNNNN/meta.json`` checkpoints and the ``best``/``last`` pointers;
 * an **evaluation** (``mrg evaluate``): ``metrics.json`` (flat metric keys, a ``protocol`` block, bootstrap
   intervals when they were asked for), ``per_sample.csv`` (per-item scores and both label vectors) and
-  ``metrics.md``.
+  ``metrics.md``;
+* an **analysis** (``mrg analyze``): ``analysis.json`` (format ``mrg-analysis``) and the PNG figures it lists.
 
 Sub-folders are searched one level down (checkpoint folders excepted), so ``mrg report runs/demo`` finds the
 run and the evaluation that ``mrg demo`` writes into sub-folders, and ``mrg report runs/tiny`` also finds an
@@ -29,6 +30,7 @@ from typing import Any
 from mrg.data.chexpert import OBSERVATIONS
 from mrg.errors import DataError
 from mrg.files import read_json, read_jsonl
+from mrg.runs import ANALYSIS_FORMAT, ANALYSIS_NAME
 
 RUN_FILES = ("metrics.csv", "val_metrics.jsonl")
 EVAL_FILES = ("metrics.json", "per_sample.csv")
@@ -101,11 +103,28 @@ class EvalInputs:
 
 
 @dataclass
+class AnalysisFolder:
+    """A folder written by ``mrg analyze``, read: its record and the figures that are present."""
+
+    root: Path
+    analyses: dict[str, dict[str, Any]]
+    """Kind (``prompts``, ``attention``) -> its section of ``analysis.json``."""
+    figures: dict[str, bytes] = field(default_factory=dict)
+    """File name -> PNG bytes of every figure the sections list that is present."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.root)
+
+
+@dataclass
 class ReportInputs:
     """Every folder given to ``mrg report``, classified and read."""
 
     runs: list[RunInputs] = field(default_factory=list)
     evaluations: list[EvalInputs] = field(default_factory=list)
+    analyses: list[AnalysisFolder] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -125,6 +144,15 @@ def is_eval_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in EVAL_FILES)
 
 
+def is_analysis_dir(path: Path) -> bool:
+    """A folder written by ``mrg analyze``."""
+    return (path / ANALYSIS_NAME).is_file()
+
+
+def _recognised(path: Path) -> bool:
+    return is_run_dir(path) or is_eval_dir(path) or is_analysis_dir(path)
+
+
 def discover(dirs: list[Path]) -> ReportInputs:
     """Classify and read every folder and its sub-folders (one level down).
 
@@ -140,15 +168,13 @@ def discover(dirs: list[Path]) -> ReportInputs:
         if not directory.is_dir():
             raise DataError(f"{directory}: folder not found; pass a folder written by 'mrg train' or 'mrg evaluate'")
         # the folder itself and its sub-folders (not checkpoints): a run folder often holds its evaluation
-        candidates = [directory] if is_run_dir(directory) or is_eval_dir(directory) else []
-        candidates += sorted(
-            p for p in directory.iterdir()
-            if p.is_dir() and not _STEP_DIR.match(p.name) and (is_run_dir(p) or is_eval_dir(p))
-        )
+        candidates = [directory] if _recognised(directory) else []
+        candidates += sorted(p for p in directory.iterdir() if p.is_dir() and not _STEP_DIR.match(p.name) and _recognised(p))
         if not candidates:
             raise DataError(
-                f"{directory}: no training run ({', '.join(RUN_FILES)}) or evaluation ({', '.join(EVAL_FILES)}) "
-                "files here or in its sub-folders; pass a folder written by 'mrg train' or 'mrg evaluate'"
+                f"{directory}: no training run ({', '.join(RUN_FILES)}), evaluation ({', '.join(EVAL_FILES)}) or "
+                f"analysis ({ANALYSIS_NAME}) files here or in its sub-folders; pass a folder written by 'mrg train', "
+                "'mrg evaluate' or 'mrg analyze'"
             )
         for candidate in candidates:
             key = candidate.resolve()
@@ -159,6 +185,29 @@ def discover(dirs: list[Path]) -> ReportInputs:
                 found.runs.append(read_run(candidate))
             if is_eval_dir(candidate):
                 found.evaluations.append(read_evaluation(candidate))
+            if is_analysis_dir(candidate):
+                found.analyses.append(read_analysis(candidate))
+    return found
+
+
+def read_analysis(folder: Path) -> AnalysisFolder:
+    """Read ``analysis.json`` and the PNG figures its sections list (a missing figure becomes a note).
+
+    Raises:
+        DataError: ``analysis.json`` is damaged or was not written by ``mrg analyze``.
+    """
+    path = folder / ANALYSIS_NAME
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("format") != ANALYSIS_FORMAT or not isinstance(record.get("analyses"), dict):
+        raise DataError(f"{path}: not an 'mrg analyze' record (no format {ANALYSIS_FORMAT!r} with analyses)")
+    found = AnalysisFolder(folder, {k: v for k, v in record["analyses"].items() if isinstance(v, dict)})
+    for section in found.analyses.values():
+        for figure in section.get("figures") or []:
+            name = Path(str(figure.get("file", ""))).name
+            if (folder / name).is_file():
+                found.figures[name] = (folder / name).read_bytes()
+            else:
+                found.notes.append(f"{folder / name}: figure missing; rerun 'mrg analyze' into {folder}")
     return found
 
 

@@ -86,6 +86,50 @@ def _number(text: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _row(study_id: str, sample: dict[str, str], pred_row: dict[str, Any], dataset_reports: dict[str, str] | None,
+         label_cols: dict[str, tuple[str, str]] | None, score_columns: list[tuple[str, str]]) -> tuple[StudyRow, tuple[bool, bool]]:
+    """One study's row, and whether its (prediction, reference) texts came from ``per_sample.csv``."""
+    prediction, reference = _text(sample, "prediction"), _text(sample, "reference")
+    scored = (prediction is not None, reference is not None)
+    if prediction is None:
+        prediction = pred_row.get("prediction")
+    if reference is None:
+        reference = pred_row.get("reference")
+    if reference is None and dataset_reports is not None:
+        reference = dataset_reports.get(study_id)
+    if prediction is None:
+        raise DataError(
+            f"study {study_id}: no prediction text in per_sample.csv or the predictions file; "
+            "pass the predictions JSONL that was evaluated with --predictions"
+        )
+    pred_labels: dict[str, float] = {}
+    ref_labels: dict[str, float] = {}
+    if label_cols is not None:
+        for obs, (pred_col, ref_col) in label_cols.items():
+            if (value := parse_label(sample.get(pred_col))) is not None:
+                pred_labels[obs] = value
+            if (value := parse_label(sample.get(ref_col))) is not None:
+                ref_labels[obs] = value
+    scores = {key: v for key, _ in score_columns if (v := _number(sample.get(key))) is not None}
+    return StudyRow(study_id, str(prediction), str(reference or ""), pred_labels, ref_labels, scores), scored
+
+
+def _label_here(rows: list[StudyRow], scored_text: list[tuple[bool, bool]], normalize: str | None) -> str:
+    """Label both texts of every row with ``mrg.metrics.labeler`` (after the protocol's cleaner); returns its name."""
+    from mrg.data.text import NORMALIZE_MODES, normalize_report
+    from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, label_reports
+
+    def as_scored(text: str, already: bool) -> str:
+        # per_sample.csv holds the texts as scored; a predictions file holds them before the protocol's cleaner
+        return text if already or normalize not in NORMALIZE_MODES else normalize_report(text, normalize)
+
+    pred_labels_all = label_reports([as_scored(r.prediction, p) for r, (p, _) in zip(rows, scored_text, strict=True)])
+    ref_labels_all = label_reports([as_scored(r.reference, q) for r, (_, q) in zip(rows, scored_text, strict=True)])
+    for row, pred, ref in zip(rows, pred_labels_all, ref_labels_all, strict=True):
+        row.pred_labels, row.ref_labels = pred, ref
+    return f"{LABELER_NAME} {LABELER_VERSION} (labelled for this report)"
+
+
 def build_rows(
     per_sample: Sequence[dict[str, str]],
     columns: Sequence[str],
@@ -115,50 +159,16 @@ def build_rows(
     sample_by_id = {str(r["id"]): r for r in per_sample}
     label_cols = label_columns(list(columns)) if per_sample else None
     score_columns = [(key, title) for key, title in SCORE_COLUMNS if key in columns]
-
     rows: list[StudyRow] = []
     scored_text: list[tuple[bool, bool]] = []  # per row: (prediction, reference) taken from per_sample.csv
     for study_id in order:
-        sample = sample_by_id.get(study_id, {})
-        pred_row = by_id.get(study_id, {})
-        prediction, reference = _text(sample, "prediction"), _text(sample, "reference")
-        scored_text.append((prediction is not None, reference is not None))
-        if prediction is None:
-            prediction = pred_row.get("prediction")
-        if reference is None:
-            reference = pred_row.get("reference")
-        if reference is None and dataset_reports is not None:
-            reference = dataset_reports.get(study_id)
-        if prediction is None:
-            raise DataError(
-                f"study {study_id}: no prediction text in per_sample.csv or the predictions file; "
-                "pass the predictions JSONL that was evaluated with --predictions"
-            )
-        pred_labels: dict[str, float] = {}
-        ref_labels: dict[str, float] = {}
-        if label_cols is not None:
-            for obs, (pred_col, ref_col) in label_cols.items():
-                if (value := parse_label(sample.get(pred_col))) is not None:
-                    pred_labels[obs] = value
-                if (value := parse_label(sample.get(ref_col))) is not None:
-                    ref_labels[obs] = value
-        scores = {key: v for key, _ in score_columns if (v := _number(sample.get(key))) is not None}
-        rows.append(StudyRow(study_id, str(prediction), str(reference or ""), pred_labels, ref_labels, scores))
-
+        row, scored = _row(study_id, sample_by_id.get(study_id, {}), by_id.get(study_id, {}), dataset_reports,
+                           label_cols, score_columns)
+        rows.append(row)
+        scored_text.append(scored)
     if label_cols is not None:
         return rows, score_columns, "per_sample.csv"
-    from mrg.data.text import NORMALIZE_MODES, normalize_report
-    from mrg.metrics.labeler import LABELER_NAME, LABELER_VERSION, label_reports
-
-    def as_scored(text: str, already: bool) -> str:
-        # per_sample.csv holds the texts as scored; a predictions file holds them before the protocol's cleaner
-        return text if already or normalize not in NORMALIZE_MODES else normalize_report(text, normalize)
-
-    pred_labels_all = label_reports([as_scored(r.prediction, p) for r, (p, _) in zip(rows, scored_text, strict=True)])
-    ref_labels_all = label_reports([as_scored(r.reference, q) for r, (_, q) in zip(rows, scored_text, strict=True)])
-    for row, pred, ref in zip(rows, pred_labels_all, ref_labels_all, strict=True):
-        row.pred_labels, row.ref_labels = pred, ref
-    return rows, score_columns, f"{LABELER_NAME} {LABELER_VERSION} (labelled for this report)"
+    return rows, score_columns, _label_here(rows, scored_text, normalize)
 
 
 # ------------------------------------------------------------------------------------------ thumbnails

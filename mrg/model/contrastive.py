@@ -75,15 +75,37 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     longest = int(max(s.item() for s in sizes))
     padded = F.pad(tensor, [0, 0] * (tensor.dim() - 1) + [0, longest - tensor.shape[0]])
-    parts = all_gather(padded)  # differentiable: backward sums each rank's gradient into its own slice
+    parts = _AllGatherWithGrad.apply(padded)  # backward sums each rank's gradient into its own slice
     return torch.cat([part[: int(n.item())] for part, n in zip(parts, sizes, strict=True)])
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward all-reduces the incoming gradients and keeps this rank's slice.
+
+    Written here because ``torch.distributed.nn.functional.all_gather`` is deprecated in favour of a private
+    module; the semantics are the same (every rank's loss depends on every rank's rows).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (N, ...) -> world x (N, ...)
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        stacked = torch.stack([g.contiguous() for g in grads])  # (world, N, ...)
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return stacked[dist.get_rank()]
 
 
 class ContrastiveHead(nn.Module):

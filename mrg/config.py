@@ -285,9 +285,11 @@ class EvalConfig:
     seed: int = 0
     """Seed for the bootstrap and the paired test."""
     metrics: list[str] = field(default_factory=list)
-    """Model-based metric families to add (``mrg metrics`` lists them): chexbert, radgraph, bertscore, radcliq."""
+    """Model-based metric families to add (``mrg metrics`` lists them): chexbert, radgraph, bertscore, radcliq, ratescore,
+    green (an LLM judge: GPU recommended)."""
     weights: dict[str, str] = field(default_factory=dict)
-    """Weights of each model-based family, by hub id or local path, e.g. ``{chexbert: /models/chexbert.pth}``."""
+    """Weights of each model-based family, by hub id or local path, e.g. ``{chexbert: /models/chexbert.pth}``;
+    RaTEScore's two models also as ``ratescore_ner`` and ``ratescore_embed``."""
     device: str = "auto"
     """Where model-based metrics run: auto (CUDA when available), cpu, cuda, cuda:1."""
     model_batch_size: int = 32

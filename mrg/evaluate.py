@@ -615,6 +615,7 @@ def score_model_family(family: str, predictions: Sequence[str], references: Sequ
             the hub repository, the file and ``eval.weights.<family>``).
     """
     from mrg.metrics.model_based import FAMILIES, ModelMetricOptions, unavailable_reason
+    from mrg.metrics.model_based.base import resolve_device
 
     spec = FAMILIES[family]
     reason = unavailable_reason(spec)
@@ -623,7 +624,13 @@ def score_model_family(family: str, predictions: Sequence[str], references: Sequ
     weights = cfg.weights.get(family)
     if family == "radcliq" and weights is None and any(k in cfg.weights for k in ("chexbert", "radgraph", "bertscore")):
         weights = ",".join(f"{k}={cfg.weights[k]}" for k in ("chexbert", "radgraph", "bertscore") if k in cfg.weights)
+    parts = {"ner": cfg.weights.get("ratescore_ner"), "embed": cfg.weights.get("ratescore_embed")}
+    if family == "ratescore" and weights is None and any(parts.values()):
+        weights = ",".join(f"{k}={v}" for k, v in parts.items() if v)
     options = ModelMetricOptions(weights=weights, device=cfg.device, batch_size=cfg.model_batch_size)
+    if spec.gpu_recommended and resolve_device(cfg.device).type == "cpu":
+        warn(f"--metrics {family}: no GPU here, so the LLM judge runs on CPU, which is slow (minutes per report "
+             "with the default 7B model); use eval.device=cuda where there is one")
     return spec.score(list(predictions), list(references), options)
 
 

@@ -61,7 +61,8 @@ _SeedOpt = Annotated[
 _MetricsOpt = Annotated[
     str | None,
     typer.Option("--metrics", help="Model-based metric families to add, comma-separated: chexbert, radgraph, "
-                 "bertscore, radcliq (weights: eval.weights.<family>=PATH_OR_HUB_ID).", show_default=False),
+                 "bertscore, radcliq, ratescore, green (GPU recommended) (weights: eval.weights.<family>=PATH_OR_HUB_ID; "
+                 "RaTEScore: eval.weights.ratescore_ner / ratescore_embed).", show_default=False),
 ]
 _CompareOpt = Annotated[
     Path | None,
@@ -175,8 +176,9 @@ def print_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> Non
         console.print(f"clinical efficacy: labeler {labeler['name']} {labeler['version']} (not CheXbert); "
                       "all CE variants are in metrics.json", soft_wrap=True)
     if not protocol.get("model_based"):
-        console.print("model-based metrics (CheXbert, RadGraph, BERTScore, RadCliQ) not computed: add --metrics "
-                      "chexbert,radgraph,bertscore,radcliq and eval.weights.<family>=PATH (docs/metrics.md)", soft_wrap=True)
+        console.print("model-based metrics (CheXbert, RadGraph, BERTScore, RadCliQ, RaTEScore, GREEN) not computed: "
+                      "add --metrics chexbert,radgraph,bertscore,radcliq,ratescore,green and eval.weights.<family>=PATH "
+                      "(docs/metrics.md)", soft_wrap=True)
     for note in protocol["deviations"]:
         console.print(f"[dim]differs from R2Gen:[/] {note}", soft_wrap=True)
     if out_dir is not None:

@@ -187,9 +187,11 @@ def titled(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 # --------------------------------------------------------------------------------------- model-based
 
-MODEL_FAMILY_NAMES: tuple[str, ...] = ("chexbert", "radgraph", "bertscore", "radcliq")
+MODEL_FAMILY_NAMES: tuple[str, ...] = ("chexbert", "radgraph", "bertscore", "radcliq", "ratescore", "green")
 """The model-based families of ``mrg.metrics.model_based`` (``eval.metrics``); their metrics are registered when
 that package is imported (it needs torch), family ``model:<name>``."""
+COMPONENT_WEIGHT_KEYS: tuple[str, ...] = ("ratescore_ner", "ratescore_embed")
+"""``eval.weights`` keys of one model of a family that has two (RaTEScore's NER model and entity encoder)."""
 
 
 def model_family_problems(families: Sequence[str], weights: dict[str, str]) -> list[str]:
@@ -197,6 +199,7 @@ def model_family_problems(families: Sequence[str], weights: dict[str, str]) -> l
     names = list(MODEL_FAMILY_NAMES)
     problems = [f"'eval.metrics' names '{f}', which is not a model-based metric family.{suggest(f, names)} "
                 f"Families: {', '.join(names)}" for f in families if f not in names]
-    problems += [f"'eval.weights.{k}': no model-based family is called '{k}'.{suggest(k, names)}"
-                 for k in weights if k not in names]
+    keys = names + list(COMPONENT_WEIGHT_KEYS)
+    problems += [f"'eval.weights.{k}': no model-based family is called '{k}'.{suggest(k, keys)}"
+                 for k in weights if k not in keys]
     return problems

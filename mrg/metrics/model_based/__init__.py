@@ -1,9 +1,10 @@
-"""Model-based report metrics: CheXbert F1 and SembScore, RadGraph F1, BERTScore and RadCliQ-v1.
+"""Model-based report metrics: CheXbert F1 and SembScore, RadGraph F1, BERTScore, RadCliQ-v1, RaTEScore, GREEN.
 
 Each family is computed the way its reference implementation computes it (see each module's docstring
 and ``docs/metrics.md``); all are re-implementations on torch + transformers, because f1chexbert 0.0.2,
-radgraph 0.1.18 and bert-score 0.3.13 do not run correctly under transformers 5. Weights are local files
-or hub ids (``ModelMetricOptions.weights``); per-text outputs are cached on disk.
+radgraph 0.1.18 and bert-score 0.3.13 do not run correctly under transformers 5, RaTEScore 0.6.0 pulls
+medspaCy (and spaCy, and an older numpy) and green-score 0.0.12 requires Python ==3.12.1. Weights are
+local files or hub ids (``ModelMetricOptions.weights``); per-text outputs are cached on disk.
 
 ``FAMILIES`` maps a family name to its :class:`~mrg.metrics.model_based.base.Family`; the evaluation
 registry calls ``FAMILIES[name].score(predictions, references, options)``.
@@ -11,7 +12,7 @@ registry calls ``FAMILIES[name].score(predictions, references, options)``.
 
 from __future__ import annotations
 
-from mrg.metrics.model_based import bertscore, chexbert, radcliq, radgraph
+from mrg.metrics.model_based import bertscore, chexbert, green, radcliq, radgraph, ratescore
 from mrg.metrics.model_based.base import (
     Family,
     FamilyResult,
@@ -33,6 +34,11 @@ FAMILIES: dict[str, Family] = {
         f"{chexbert.DEFAULT_WEIGHTS}, {radgraph.DEFAULT_WEIGHTS}, {bertscore.DEFAULT_WEIGHTS}",
         _REQUIRES, radcliq.score,
     ),
+    "ratescore": Family(
+        "ratescore", ratescore.METRICS, f"{ratescore.DEFAULT_NER}, {ratescore.DEFAULT_EMBED}", _REQUIRES,
+        ratescore.score,
+    ),
+    "green": Family("green", green.METRICS, str(green.DEFAULT_WEIGHTS), _REQUIRES, green.score, gpu_recommended=True),
 }
 
 

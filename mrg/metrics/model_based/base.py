@@ -90,6 +90,8 @@ class Family:
     requires: tuple[str, ...]
     score: Callable[[list[str], list[str], ModelMetricOptions], FamilyResult]
     gpu_only: bool = False
+    gpu_recommended: bool = False
+    """Runs on CPU but slowly (an LLM judge): ``mrg evaluate`` warns when it runs on CPU."""
 
 
 def unavailable_reason(family: Family) -> str | None:

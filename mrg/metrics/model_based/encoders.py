@@ -21,12 +21,12 @@ def has_model(folder: Path) -> bool:
     )
 
 
-def load_tokenizer(folder: Path, option: str) -> Any:
-    """``AutoTokenizer.from_pretrained(folder)`` with a one-line error naming the option."""
+def load_tokenizer(folder: Path, option: str, **kwargs: Any) -> Any:
+    """``AutoTokenizer.from_pretrained(folder, **kwargs)`` with a one-line error naming the option."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except Exception as err:  # noqa: BLE001 - transformers raises many types for unreadable folders
         raise MetricError(
             f"{option}: {folder}: cannot load a tokenizer ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
@@ -38,8 +38,13 @@ def load_encoder(folder: Path, option: str) -> Any:
     """``AutoModel.from_pretrained(folder)`` in eval mode (safetensors or a torch file, no pickle code)."""
     from transformers import AutoModel
 
+    return load_model(folder, option, AutoModel)
+
+
+def load_model(folder: Path, option: str, auto_class: Any, **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained(folder, **kwargs)`` (local files only, no remote code) in eval mode."""
     try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        model = auto_class.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise MetricError(
             f"{option}: {folder}: cannot load the model ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
@@ -90,5 +95,6 @@ def pad_batch(ids: list[list[int]], pad_id: int | None) -> tuple[Any, Any]:
 def model_files(folder: Path) -> list[Path]:
     """The files whose bytes define a model folder (for the weights hash): config, weights, tokenizer."""
     names = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt", "vocab.json",
-             "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "spm.model")
+             "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "spm.model", "tokenizer.model",
+             "generation_config.json", "model.safetensors.index.json")
     return [folder / name for name in names if (folder / name).is_file()] + sorted(folder.glob("model-*.safetensors"))

@@ -195,3 +195,66 @@ def build_radgraph(model_root: Path, size: Size = TINY) -> Path:
     state["_events._distance_embedding.weight"] = torch.randn(10, feature)
     torch.save(state, folder / "weights.th")
     return folder
+
+
+RATE_LABELS = ["O", *(f"{bio}-{kind}" for kind in ("ABNORMALITY", "NON-ABNORMALITY", "DISEASE", "NON-DISEASE", "ANATOMY")
+                      for bio in ("B", "I"))]
+
+
+def build_rate_ner(model_root: Path, size: Size = TINY) -> Path:
+    """RaTEScore's NER model: a BERT token classifier over O and B-/I- of the five entity types."""
+    import torch
+    from transformers import BertForTokenClassification
+
+    folder = model_root / "rate-ner"
+    tokenizer = _wordpiece(folder)
+    torch.manual_seed(4)
+    config = _bert_config(len(tokenizer), size)
+    config.id2label = dict(enumerate(RATE_LABELS))
+    config.label2id = {label: index for index, label in enumerate(RATE_LABELS)}
+    model = BertForTokenClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.mul_(8.0)  # spread the argmax over the labels
+        model.classifier.bias[0] += 1.0  # and keep some tokens O
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def build_rate_encoder(model_root: Path, size: Size = TINY) -> Path:
+    """RaTEScore's entity encoder (BioLORD's role): a BERT encoder whose [CLS] state is the embedding."""
+    import torch
+    from transformers import BertModel
+
+    folder = model_root / "rate-embed"
+    tokenizer = _wordpiece(folder)
+    torch.manual_seed(5)
+    BertModel(_bert_config(len(tokenizer), size)).save_pretrained(str(folder))
+    return folder
+
+
+def build_llama(model_root: Path, hidden: int = 32, layers: int = 2, intermediate: int = 64) -> Path:
+    """A tiny random Llama causal LM (GREEN's judge architecture) with a byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from mrg.metrics.model_based.green import make_prompt
+
+    folder = model_root / "llama"
+    folder.mkdir(parents=True)
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [*CORPUS, make_prompt(CORPUS[0], CORPUS[1]), "<|user|>\n<|assistant|>\n[Matched Findings]: 1."]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.model_max_length = 4096
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(6)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=2, intermediate_size=intermediate,
+                         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder

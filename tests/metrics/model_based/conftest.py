@@ -37,3 +37,18 @@ def radgraph_dir(model_root: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> str:
     return str(tmp_path / "metric-cache")
+
+
+@pytest.fixture(scope="session")
+def rate_ner_dir(model_root: Path) -> Path:
+    return builders.build_rate_ner(model_root)
+
+
+@pytest.fixture(scope="session")
+def rate_embed_dir(model_root: Path) -> Path:
+    return builders.build_rate_encoder(model_root)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(model_root: Path) -> Path:
+    return builders.build_llama(model_root)

@@ -51,3 +51,29 @@ def test_local_random_weights_run_and_are_deterministic(run_cli, tmp_path: Path,
     assert set(a["protocol"]["model_based"]) == {"chexbert", "radgraph", "bertscore"}
     assert "bertscore" in b["bootstrap"]["intervals"]  # per-item values give intervals
     assert "semb_score" in first.stdout and "bertscore" in first.stdout
+
+
+def test_ratescore_and_green_through_the_command(run_cli, tmp_path: Path, rate_ner_dir, rate_embed_dir, llama_dir,
+                                                 monkeypatch) -> None:
+    from mrg.metrics.model_based import green
+
+    monkeypatch.setattr(green, "MAX_LENGTH", 700)  # the tiny judge's junk needs no 2048 tokens
+    args = ["evaluate", "-p", _predictions(tmp_path), "--no-meteor", "--metrics", "ratescore,green",
+            f"eval.weights.ratescore_ner={rate_ner_dir}", f"eval.weights.ratescore_embed={rate_embed_dir}",
+            f"eval.weights.green={llama_dir}", "eval.device=cpu"]
+    first = run_cli(*args, "-o", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    assert "LLM judge runs on CPU" in first.stderr  # GREEN is GPU-recommended
+    second = run_cli(*args, "-o", tmp_path / "b")
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert second.exit_code == 0 and a["ratescore"] == b["ratescore"] and a["green"] == b["green"] == 0.0
+    assert 0.0 < a["ratescore"] <= 1.0
+    assert a["protocol"]["model_based"]["ratescore"]["weights"] == {"ner": str(rate_ner_dir), "embed": str(rate_embed_dir)}
+
+
+def test_a_misspelt_ratescore_weight_key_is_named(run_cli, tmp_path: Path) -> None:
+    result = run_cli("evaluate", "-p", _predictions(tmp_path), "-o", tmp_path / "eval", "--metrics", "ratescore",
+                     "eval.weights.ratescore_nerr=/x")
+    assert result.exit_code == 1 and "'eval.weights.ratescore_nerr'" in result.stderr
+    assert "'ratescore_ner'" in result.stderr

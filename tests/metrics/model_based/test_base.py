@@ -126,3 +126,11 @@ def test_weights_sha_is_remembered_and_changes_with_the_bytes(tmp_path) -> None:
     assert weights_sha256([file], tmp_path) == first
     file.write_bytes(b"abd")
     assert weights_sha256([file], tmp_path) != first
+
+
+def test_the_rexrank_columns_are_all_registered_metrics() -> None:
+    from mrg.metrics.registry import get_metric
+    from mrg.recipes.benchmark import COLUMN_SETS
+
+    displays = [get_metric(name).display for name in COLUMN_SETS["rexrank"]]  # raises for an unknown name
+    assert displays[-2:] == ["RaTEScore", "GREEN"]

@@ -17,7 +17,8 @@ def has_tokenizer(folder: Path) -> bool:
 
 def has_model(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                                               "pytorch_model.bin.index.json")
     )
 
 
@@ -96,5 +97,6 @@ def model_files(folder: Path) -> list[Path]:
     """The files whose bytes define a model folder (for the weights hash): config, weights, tokenizer."""
     names = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt", "vocab.json",
              "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "spm.model", "tokenizer.model",
-             "generation_config.json", "model.safetensors.index.json")
-    return [folder / name for name in names if (folder / name).is_file()] + sorted(folder.glob("model-*.safetensors"))
+             "generation_config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+    shards = sorted(folder.glob("model-*.safetensors")) + sorted(folder.glob("pytorch_model-*.bin"))
+    return [folder / name for name in names if (folder / name).is_file()] + shards

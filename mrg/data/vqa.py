@@ -41,7 +41,12 @@ import torch
 from torch.utils.data import Dataset
 
 from mrg.data.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
-from mrg.data.dataset import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from mrg.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    QUESTION_FORMAT,  # noqa: F401  (re-exported: how a question enters the prompt)
+    ImageTransform,
+)
 from mrg.data.images import load_image
 from mrg.data.prepared import SPLITS, Study
 from mrg.errors import DataError, OutputDirError
@@ -52,8 +57,6 @@ QUESTIONS_NAME = "questions.jsonl"
 VQA_STAMP_NAME = "vqa.json"
 QUESTION_TYPES: tuple[str, ...] = ("presence", "normal", "abnormality", "side", "severity")
 """The types ``derive_questions`` writes (imported files keep their own types)."""
-QUESTION_FORMAT = "Question: {question} Answer:"
-"""How a question follows the method's prompt in the LLM input (the answer is generated after it)."""
 UNCERTAIN_MODES = ("skip", "yes", "no")
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
@@ -310,14 +313,16 @@ def load_vqa_set(root: str | Path) -> VQASet:
 class VQADataset(Dataset):
     """Questions of one split as ``{"id", "pixel_values" (V, C, H, W), "question", "answer"}`` items.
 
-    ``answer`` is the normalised truth (``normalize_answer``), the training target; the collate step puts the
+    ``answer`` (left out with ``answers=False``) is the normalised truth (``normalize_answer``), the training target; the collate step puts the
     question after the prompt and trains on the answer only (``mrg.data.dataset.ReportCollator``).
     """
 
     def __init__(self, questions: Sequence[Question], images_root: Path, *, image_size: int, max_views: int,
-                 augment: bool = False, image_mean: Sequence[float] = IMAGENET_MEAN,
+                 augment: bool = False, answers: bool = True, image_mean: Sequence[float] = IMAGENET_MEAN,
                  image_std: Sequence[float] = IMAGENET_STD, num_channels: int = 3) -> None:
         self.questions = list(questions)
+        self.answers = answers
+        """False: items without ``answer``, so the collate step lays out questions for answering."""
         self.root = Path(images_root)
         self.max_views = max_views
         self.transform = ImageTransform(image_size, image_mean=image_mean, image_std=image_std,
@@ -329,8 +334,8 @@ class VQADataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         q = self.questions[index]
         views = [self.transform(load_image(self.root / rel)) for rel in q.image_paths[: self.max_views]]
-        return {"id": q.id, "pixel_values": torch.stack(views), "question": q.question,
-                "answer": normalize_answer(q.answer)}
+        item = {"id": q.id, "pixel_values": torch.stack(views), "question": q.question}
+        return item | {"answer": normalize_answer(q.answer)} if self.answers else item
 
 
 class TaskMixture(Dataset):

@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,4 +135,28 @@ def score_answers(rows: Sequence[dict[str, Any]], *, train: Sequence[Question] =
     result = table([r["prediction"] for r in rows], resamples)
     if train:
         result["baselines"] = {name: table(preds, 0) for name, preds in baseline_predictions(rows, train).items()}
+    return result
+
+
+def evaluate_answers(answers_path: str | Path, vqa_root: str | Path | None, *, out_path: str | Path | None = None,
+                     resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Score a ``mrg answer`` file; the baselines come from the training questions of ``vqa_root``.
+
+    Writes the result to ``out_path`` (default ``<answers>.metrics.json``) and returns it.
+
+    Raises:
+        MetricError: no answers, or answers without truths (a single-image run).
+    """
+    from mrg.data.vqa import load_vqa_set
+    from mrg.files import read_jsonl, write_json_atomic
+
+    answers_path = Path(answers_path)
+    rows = read_jsonl(answers_path)
+    train = load_vqa_set(vqa_root).split("train") if vqa_root is not None else []
+    result = score_answers(rows, train=train, resamples=resamples, seed=seed, confidence=confidence)
+    result |= {"answers": str(answers_path), "num_questions": len(rows), "bootstrap": resamples,
+               "confidence": confidence}
+    out = Path(out_path) if out_path is not None else answers_path.with_name(answers_path.name + ".metrics.json")
+    write_json_atomic(out, result)
+    result["metrics_path"] = str(out)
     return result

@@ -10,6 +10,7 @@ questions, closed accuracy above the majority baseline's.
 
     python benchmarks/bench_vqa.py --out /tmp/bench-vqa                        # mrg-llm, vqa only
     python benchmarks/bench_vqa.py --out /tmp/bench-vqa --method two-stage --tasks report:1,vqa:1
+    python benchmarks/bench_vqa.py --out /tmp/bench-vqa --lm-questions   # the LM also reads the training questions
 
 Everything is reused when run again into the same folder (data, LM, questions, finished runs); the numbers go
 to OUT/<run>/bench_vqa.json.
@@ -56,16 +57,20 @@ def main() -> None:
     parser.add_argument("--tasks", default="vqa:1", help="data.tasks weights, e.g. report:1,vqa:1")
     parser.add_argument("--steps", type=int, default=800, help="training steps (the demo preset's 800)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--lm-questions", action="store_true",
+                        help="train the frozen LM on the training questions too (LMConfig.vqa_root; OUT/lm-vqa)")
     args = parser.parse_args()
 
     tasks = parse_tasks(args.tasks)
-    data, lm, vqa = args.out / "data", args.out / "lm", args.out / "vqa"
-    name = f"{args.method}-{'-'.join(f'{k}{v:g}' for k, v in tasks.items())}-{args.steps}"
+    data, vqa = args.out / "data", args.out / "vqa"
+    lm = args.out / ("lm-vqa" if args.lm_questions else "lm")
+    name = f"{args.method}-{'-'.join(f'{k}{v:g}' for k, v in tasks.items())}-{args.steps}" + ("-lmq" if args.lm_questions else "")
     run, seconds = args.out / name, {}
     started = time.perf_counter()
     prepare_synthetic(data, n=FULL.n, seed=FULL.seed, image_size=FULL.image_size, views=1)
-    train_report_lm(data, lm, build_config(LMConfig, {}, list(FULL.lm_overrides)))
     record = prepare_vqa(vqa, data=data)
+    lm_overrides = [*FULL.lm_overrides, *([f"vqa_root={vqa}"] if args.lm_questions else [])]
+    train_report_lm(data, lm, build_config(LMConfig, {}, lm_overrides))
     seconds["data_lm_questions"] = time.perf_counter() - started
     preset = get_method(args.method).demo_preset
     cfg = load_config(preset, [f"data.root={data}", f"model.llm.name_or_path={lm}", f"data.vqa_root={vqa}",
@@ -78,7 +83,7 @@ def main() -> None:
     result = answer_questions(run, out_path=run / "test_answers.jsonl", data=vqa, split="test")
     seconds["answer"] = time.perf_counter() - started
     scores = evaluate_answers(result.out_path, vqa, resamples=args.bootstrap)
-    print(f"{args.method}, tasks {tasks}, {args.steps} steps; questions: {record['counts']}")
+    print(f"{args.method}, tasks {tasks}, {args.steps} steps, LM {lm}; questions: {record['counts']}")
     print_answer_table(scores)
     checks = acceptance(scores)
     for qtype, n, model, base, ok in checks:

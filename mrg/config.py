@@ -370,6 +370,10 @@ class LMConfig:
     """The instruction of the report model's template (must match ``model.llm.instruction``)."""
     position: Literal["before-image", "after-image", "after-instruction"] = "after-image"
     """Where the report model's prompt sits (must match ``model.promptbook.position``)."""
+    vqa_root: str = ""
+    """A ``mrg prepare vqa`` folder of this dataset: its training questions join the LM's text, laid out as the
+    ``vqa`` task lays them out (context, ``Question: ... Answer:``, the answer), so a frozen LM knows the answer
+    words and the format (docs/vqa.md); empty: reports only."""
     seed: int = 0
     """Seed for the tokenizer corpus order, the weights and the batches."""
 

@@ -160,6 +160,17 @@ def _training_questions(cfg: LMConfig, train: list[Study]) -> tuple[list[tuple[s
     return [(q.question, normalize_answer(q.answer)) for q in chosen], [index[q.study_id] for q in chosen]
 
 
+def _with_questions(seqs: Sequences, bare: Sequences, tokenizer: Any, template: Any, pairs: list[tuple[str, str]],
+                    asked: list[int], contexts: list[list[str]], held: set[int]) -> tuple[Sequences, Sequences]:
+    """The report sequences plus the questions' (with and without context); questions about held-out studies stay
+    out, so the held-out losses measure what they did."""
+    kept = [k for k, i in enumerate(asked) if i not in held]
+    qa = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [contexts[asked[k]] for k in kept])
+    qa_bare = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [[] for _ in kept])
+    return (Sequences(seqs.inputs + qa.inputs, seqs.labels + qa.labels),
+            Sequences(bare.inputs + qa_bare.inputs, bare.labels + qa_bare.labels))
+
+
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
@@ -400,13 +411,8 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
 
     held, fit = _split_heldout(len(reports), rng)
     seqs, bare = sequences(fit, True), sequences(fit, False)
-    if pairs:  # questions about held-out studies stay out too, so the held-out losses stay what they measure
-        held_set = set(held)
-        kept = [k for k, i in enumerate(asked) if i not in held_set]
-        qa = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [contexts[asked[k]] for k in kept])
-        qa_bare = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [[] for _ in kept])
-        seqs = Sequences(seqs.inputs + qa.inputs, seqs.labels + qa.labels)
-        bare = Sequences(bare.inputs + qa_bare.inputs, bare.labels + qa_bare.labels)
+    if pairs:
+        seqs, bare = _with_questions(seqs, bare, tokenizer, template, pairs, asked, contexts, set(held))
     _check_sequence_length(seqs, cfg)
 
     model = _new_causal_lm(tokenizer, cfg)

@@ -133,9 +133,9 @@ def build_sequences(
 def qa_sequences(tokenizer: Any, template: Any, pairs: list[tuple[str, str]], contexts: list[list[str]]) -> Sequences:
     """``[template with context] + Question: q Answer: + answer + EOS`` with the ids the ``vqa`` task's collate step
     makes (``mrg.data.dataset.task_tensors``); loss on the answer and EOS only."""
-    from mrg.data.dataset import _question_ids
+    from mrg.data.dataset import question_ids
 
-    questions = _question_ids(tokenizer, [q for q, _ in pairs])
+    questions = question_ids(tokenizer, [q for q, _ in pairs])
     answers = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
     base = build_sequences(tokenizer, template, ["" for _ in pairs], contexts, 2)
     inputs, labels = [], []

@@ -288,7 +288,8 @@ MAX_QUESTION_TOKENS = 48
 """Question tokens kept (the end of a longer question is cut)."""
 
 
-def _question_ids(tokenizer: Any, questions: Sequence[str]) -> list[list[int]]:
+def question_ids(tokenizer: Any, questions: Sequence[str]) -> list[list[int]]:
+    """The ids of each question as it follows the prompt (``QUESTION_FORMAT``, at most ``MAX_QUESTION_TOKENS``)."""
     texts = [QUESTION_FORMAT.format(question=q.strip()) for q in questions]
     encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=MAX_QUESTION_TOKENS)["input_ids"]
     return [list(row) for row in encoded]
@@ -296,7 +297,7 @@ def _question_ids(tokenizer: Any, questions: Sequence[str]) -> list[list[int]]:
 
 def question_tensors(tokenizer: Any, questions: Sequence[str]) -> dict[str, Any]:
     """Questions for answering: ``question_ids`` (B, Q) right-padded and ``question_mask`` (B, Q) bool."""
-    rows = [torch.tensor(ids, dtype=torch.long) for ids in _question_ids(tokenizer, questions)]
+    rows = [torch.tensor(ids, dtype=torch.long) for ids in question_ids(tokenizer, questions)]
     lengths = torch.tensor([len(r) for r in rows])  # (B,)
     ids = pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)  # (B, Q)
     return {"question_ids": ids, "question_mask": torch.arange(ids.shape[1])[None, :] < lengths[:, None],
@@ -313,7 +314,7 @@ def task_tensors(tokenizer: Any, items: Sequence[dict[str, Any]], max_report_tok
     """
     limit = max_report_tokens - 1
     questions = [i for i, item in enumerate(items) if "question" in item]
-    q_ids = dict(zip(questions, _question_ids(tokenizer, [items[i]["question"] for i in questions]), strict=True))
+    q_ids = dict(zip(questions, question_ids(tokenizer, [items[i]["question"] for i in questions]), strict=True))
     targets = [items[i]["answer"] if i in q_ids else items[i]["report"] for i in range(len(items))]
     todo = [i for i in range(len(items)) if cached[i] is None]
     encoded = tokenizer([targets[i] for i in todo], add_special_tokens=False, truncation=True, max_length=limit)["input_ids"] if todo else []

@@ -111,3 +111,12 @@ def test_mixed_training_then_mrg_answer_scores_beside_the_baselines(tmp_path: Pa
     assert one.exit_code == 0 and "Is there edema? ->" in one.stdout
     bad = run_cli("answer", "--checkpoint", run, "--split", "test", "--out", tmp_path / "x.jsonl")
     assert bad.exit_code == 1 and "--data" in bad.stdout + bad.stderr
+
+
+def test_data_tasks_are_checked_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["data.tasks={vqa: 0, rep: 1}"])
+    message = str(err.value)
+    assert "'data.tasks' names 'rep', which is not a task" in message
+    assert "'data.tasks.vqa' must be a positive weight" in message
+    assert "'data.tasks' has vqa but 'data.vqa_root' is empty" in message

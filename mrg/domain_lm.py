@@ -235,7 +235,8 @@ def _lm_source(data_root: Path, cfg: LMConfig) -> dict[str, Any]:
     return {
         "data": str(data_root.resolve()),
         "data_checksum": dataset_info.get("checksums", {}).get("studies.jsonl"),
-        "config": config_to_dict(cfg),
+        # without questions the record stays what earlier versions wrote, so their LM folders are reused
+        "config": {k: v for k, v in config_to_dict(cfg).items() if k != "vqa_root" or v},
     }
 
 

@@ -51,6 +51,23 @@ class DataConfig:
     """Light training-time augmentation (random resized crop and small rotation); off in R2GenGPT."""
     num_workers: int = 0
     """DataLoader worker processes per training process."""
+    tasks: dict[str, float] = field(default_factory=lambda: {"report": 1.0})
+    """Training tasks and their weights: ``report`` (report generation) and ``vqa`` (answers to the questions of
+    ``data.vqa_root``), e.g. ``{report: 1, vqa: 1}``; per epoch a task contributes weight x its items (docs/vqa.md)."""
+    vqa_root: str = ""
+    """Folder written by ``mrg prepare vqa`` (questions.jsonl): the ``vqa`` task's questions."""
+
+    def problems(self) -> list[str]:
+        """Known tasks with positive weights; the vqa task needs its questions."""
+        problems = [f"'data.tasks' names '{t}', which is not a task; use report and/or vqa" for t in self.tasks
+                    if t not in ("report", "vqa")]
+        problems += [f"'data.tasks.{t}' must be a positive weight, got {w!r}" for t, w in self.tasks.items()
+                     if not isinstance(w, (int, float)) or not w > 0]
+        if not self.tasks:
+            problems.append("'data.tasks' needs at least one task, e.g. {report: 1}")
+        if "vqa" in self.tasks and not self.vqa_root:
+            problems.append("'data.tasks' has vqa but 'data.vqa_root' is empty; set it to a 'mrg prepare vqa' folder")
+        return problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -355,6 +372,10 @@ class LMConfig:
     """The instruction of the report model's template (must match ``model.llm.instruction``)."""
     position: Literal["before-image", "after-image", "after-instruction"] = "after-image"
     """Where the report model's prompt sits (must match ``model.promptbook.position``)."""
+    vqa_root: str = ""
+    """A ``mrg prepare vqa`` folder of this dataset: its training questions join the LM's text, laid out as the
+    ``vqa`` task lays them out (context, ``Question: ... Answer:``, the answer), so a frozen LM knows the answer
+    words and the format (docs/vqa.md); empty: reports only."""
     seed: int = 0
     """Seed for the tokenizer corpus order, the weights and the batches."""
 

@@ -34,6 +34,7 @@ import torch
 from mrg.config import LMConfig, config_to_dict
 from mrg.console import info, make_progress
 from mrg.data.chexpert import OBSERVATIONS
+from mrg.data.dataset import QUESTION_FORMAT
 from mrg.data.prepared import Study, load_prepared_dataset
 from mrg.errors import DataError, OutputDirError
 from mrg.files import read_json, write_json_atomic
@@ -129,6 +130,47 @@ def build_sequences(
     return Sequences(inputs, labels)
 
 
+def qa_sequences(tokenizer: Any, template: Any, pairs: list[tuple[str, str]], contexts: list[list[str]]) -> Sequences:
+    """``[template with context] + Question: q Answer: + answer + EOS`` with the ids the ``vqa`` task's collate step
+    makes (``mrg.data.dataset.task_tensors``); loss on the answer and EOS only."""
+    from mrg.data.dataset import question_ids
+
+    questions = question_ids(tokenizer, [q for q, _ in pairs])
+    answers = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
+    base = build_sequences(tokenizer, template, ["" for _ in pairs], contexts, 2)
+    inputs, labels = [], []
+    for prefix, q_ids, a_ids in zip(base.inputs, questions, answers, strict=True):
+        head = prefix[:-1]  # build_sequences' empty report left only its EOS after the template
+        target = [*a_ids, tokenizer.eos_token_id]
+        inputs.append(head + q_ids + target)
+        labels.append([IGNORE_INDEX] * (len(head) + len(q_ids)) + target)
+    return Sequences(inputs, labels)
+
+
+def _training_questions(cfg: LMConfig, train: list[Study]) -> tuple[list[tuple[str, str]], list[int]]:
+    """(question, normalised answer) of the training questions of ``cfg.vqa_root`` and their studies' indices."""
+    if not cfg.vqa_root:
+        return [], []
+    from mrg.data.vqa import load_vqa_set, normalize_answer
+
+    index = {s.id: i for i, s in enumerate(train)}
+    chosen = [q for q in load_vqa_set(cfg.vqa_root).split("train") if q.study_id in index]
+    if not chosen:
+        raise DataError(f"lm.vqa_root {cfg.vqa_root}: none of its training questions is about this dataset's training studies")
+    return [(q.question, normalize_answer(q.answer)) for q in chosen], [index[q.study_id] for q in chosen]
+
+
+def _with_questions(seqs: Sequences, bare: Sequences, tokenizer: Any, template: Any, pairs: list[tuple[str, str]],
+                    asked: list[int], contexts: list[list[str]], held: set[int]) -> tuple[Sequences, Sequences]:
+    """The report sequences plus the questions' (with and without context); questions about held-out studies stay
+    out, so the held-out losses measure what they did."""
+    kept = [k for k, i in enumerate(asked) if i not in held]
+    qa = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [contexts[asked[k]] for k in kept])
+    qa_bare = qa_sequences(tokenizer, template, [pairs[k] for k in kept], [[] for _ in kept])
+    return (Sequences(seqs.inputs + qa.inputs, seqs.labels + qa.labels),
+            Sequences(bare.inputs + qa_bare.inputs, bare.labels + qa_bare.labels))
+
+
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
@@ -193,7 +235,8 @@ def _lm_source(data_root: Path, cfg: LMConfig) -> dict[str, Any]:
     return {
         "data": str(data_root.resolve()),
         "data_checksum": dataset_info.get("checksums", {}).get("studies.jsonl"),
-        "config": config_to_dict(cfg),
+        # without questions the record stays what earlier versions wrote, so their LM folders are reused
+        "config": {k: v for k, v in config_to_dict(cfg).items() if k != "vqa_root" or v},
     }
 
 
@@ -359,7 +402,9 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
     labels = label_reports([s.report for s in train]) if cfg.context == "labels" else [{} for _ in train]
     contexts = [context_tags(lab) for lab in labels]
 
-    tokenizer, template = _tokenizer_and_template(reports, cfg, rng, out_dir)
+    pairs, asked = _training_questions(cfg, train)
+    extra = [text for q, a in pairs for text in (QUESTION_FORMAT.format(question=q), a)]
+    tokenizer, template = _tokenizer_and_template(reports + extra, cfg, rng, out_dir)
 
     def sequences(indices: list[int], with_context: bool) -> Sequences:
         tags = [contexts[i] if with_context else [] for i in indices]
@@ -367,6 +412,8 @@ def train_report_lm(data_root: str | Path, out_dir: str | Path, cfg: LMConfig, *
 
     held, fit = _split_heldout(len(reports), rng)
     seqs, bare = sequences(fit, True), sequences(fit, False)
+    if pairs:
+        seqs, bare = _with_questions(seqs, bare, tokenizer, template, pairs, asked, contexts, set(held))
     _check_sequence_length(seqs, cfg)
 
     model = _new_causal_lm(tokenizer, cfg)

@@ -123,3 +123,30 @@ def test_cli_bad_override(run_cli, tmp_path: Path) -> None:
     result = run_cli("train-lm", "--data", tmp_path, "--out", tmp_path / "lm", "stepz=3")
     assert result.exit_code == 1
     assert "Did you mean 'steps'" in result.stderr
+
+
+def test_training_questions_join_the_lm_in_the_vqa_layout(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from mrg.data.vqa import Question, write_questions
+    from mrg.domain_lm import qa_sequences
+    from mrg.model.llm import build_template
+
+    data = make_dataset(tmp_path / "data", n=60)
+    questions = [Question(f"q{i}", f"s{i}", "train", [], "Is there a pleural effusion?", "Yes" if i % 2 else "No",
+                          "presence", True, "derived") for i in range(40)]
+    write_questions(tmp_path / "vqa", questions, source={"kind": "t"}, images_root=data)
+    with pytest.raises(DataError, match="none of its training questions"):
+        other = tmp_path / "other"
+        write_questions(other, [Question("x", "nope", "train", [], "q?", "no", "presence", True, "d")],
+                        source={"kind": "t"}, images_root=data)
+        train_report_lm(data, tmp_path / "bad", LMConfig(steps=2, vqa_root=str(other)))
+    result = train_report_lm(data, tmp_path / "lm", LMConfig(**{**TINY.__dict__, "vqa_root": str(tmp_path / "vqa")}))
+    tokenizer = AutoTokenizer.from_pretrained(result.out_dir)
+    template = build_template(tokenizer, instruction=TINY.instruction, chat_template="r2gengpt", position="after-image",
+                              has_prompt=True, model_name="x")
+    seqs = qa_sequences(tokenizer, template, [("Is there a pleural effusion?", "yes")], [["<Cardiomegaly>"]])
+    text = tokenizer.decode(seqs.inputs[0])
+    assert text.startswith("<s>Human: <Img><Cardiomegaly></Img>")
+    assert text.endswith("Assistant:Question: Is there a pleural effusion? Answer:yes</s>")
+    assert tokenizer.decode([t for t in seqs.labels[0] if t != -100]) == "yes</s>"  # loss on the answer only

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mrg.data",),
     ("mrg.model",),
     ("mrg.trainer", "mrg.checkpoint", "mrg.distributed", "mrg.optim", "mrg.trackers", "mrg.validation"),
-    ("mrg.generate",),
+    ("mrg.generate", "mrg.answer"),
     ("mrg.metrics",),
     ("mrg.evaluate", "mrg.viewer", "mrg.domain_lm", "mrg.baselines", "mrg.perceive", "mrg.analysis"),
     ("mrg.methods",),

@@ -54,6 +54,8 @@ def report_cmd(
              f"{result.studies} studies"]
     if result.analyses:
         parts.append(f"{result.analyses} analys{'es' if result.analyses != 1 else 'is'}")
+    if result.answers:
+        parts.append(f"{result.answers} answer file{'s' if result.answers != 1 else ''} (VQA)")
     if result.thumbnails or result.missing_images:
         parts.append(f"{result.thumbnails} thumbnails" + (f", {result.missing_images} images missing" if result.missing_images else ""))
     console.print(f"[bold]report[/bold]: {', '.join(parts)}")

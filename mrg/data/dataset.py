@@ -260,12 +260,77 @@ class ReportCollator:
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = collate_studies(items)
+        if any("question" in item for item in items):
+            batch.update(self._questions(items))
+            return batch
         if "reports" not in batch:
             return batch
         cached = [self.token_ids.get(str(item["id"])) for item in items]
         self.cache_hits += sum(c is not None for c in cached)
         batch.update(report_tensors(self.tokenizer, batch["reports"], self.max_report_tokens, cached))
         return batch
+
+
+    def _questions(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Batches with VQA items: training targets (answers, reports) or, without answers, the questions alone."""
+        if all("question" in item and "answer" not in item for item in items):
+            return question_tensors(self.tokenizer, [item["question"] for item in items])
+        if any("question" in item and "answer" not in item for item in items):
+            raise ValueError("a batch mixes questions with and without answers")
+        cached = [None if "question" in item else self.token_ids.get(str(item["id"])) for item in items]
+        self.cache_hits += sum(c is not None for c in cached)
+        return task_tensors(self.tokenizer, items, self.max_report_tokens, cached)
+
+
+QUESTION_FORMAT = "Question: {question} Answer:"
+"""How a question follows the method's prompt in the LLM input; the answer is generated after it."""
+MAX_QUESTION_TOKENS = 48
+"""Question tokens kept (the end of a longer question is cut)."""
+
+
+def question_ids(tokenizer: Any, questions: Sequence[str]) -> list[list[int]]:
+    """The ids of each question as it follows the prompt (``QUESTION_FORMAT``, at most ``MAX_QUESTION_TOKENS``)."""
+    texts = [QUESTION_FORMAT.format(question=q.strip()) for q in questions]
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=MAX_QUESTION_TOKENS)["input_ids"]
+    return [list(row) for row in encoded]
+
+
+def question_tensors(tokenizer: Any, questions: Sequence[str]) -> dict[str, Any]:
+    """Questions for answering: ``question_ids`` (B, Q) right-padded and ``question_mask`` (B, Q) bool."""
+    rows = [torch.tensor(ids, dtype=torch.long) for ids in question_ids(tokenizer, questions)]
+    lengths = torch.tensor([len(r) for r in rows])  # (B,)
+    ids = pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)  # (B, Q)
+    return {"question_ids": ids, "question_mask": torch.arange(ids.shape[1])[None, :] < lengths[:, None],
+            "questions": list(questions)}
+
+
+def task_tensors(tokenizer: Any, items: Sequence[dict[str, Any]], max_report_tokens: int,
+                 cached: Sequence[Sequence[int] | None]) -> dict[str, Any]:
+    """Training targets of a batch that mixes reports and questions.
+
+    A report row is ``report EOS`` (all targets); a question row is ``question answer EOS`` with only the answer
+    and EOS as targets (the question is input, so the loss is on the answer tokens only). Adds ``report_ids``
+    (B, R), ``report_mask`` (B, R), ``target_mask`` (B, R) and ``num_target_tokens``.
+    """
+    limit = max_report_tokens - 1
+    questions = [i for i, item in enumerate(items) if "question" in item]
+    q_ids = dict(zip(questions, question_ids(tokenizer, [items[i]["question"] for i in questions]), strict=True))
+    targets = [items[i]["answer"] if i in q_ids else items[i]["report"] for i in range(len(items))]
+    todo = [i for i in range(len(items)) if cached[i] is None]
+    encoded = tokenizer([targets[i] for i in todo], add_special_tokens=False, truncation=True, max_length=limit)["input_ids"] if todo else []
+    target_ids = {i: list(e) for i, e in zip(todo, encoded, strict=True)}
+    rows, flags = [], []
+    for i in range(len(items)):
+        answer = target_ids[i] if i in target_ids else [int(t) for t in cached[i][:limit]]  # type: ignore[index]
+        prefix = q_ids.get(i, [])
+        rows.append(torch.tensor([*prefix, *answer, tokenizer.eos_token_id], dtype=torch.long))
+        flags.append(torch.tensor([False] * len(prefix) + [True] * (len(answer) + 1)))
+    lengths = torch.tensor([len(r) for r in rows])  # (B,)
+    report_ids = pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)  # (B, R)
+    target_mask = pad_sequence(flags, batch_first=True, padding_value=False)  # (B, R)
+    report_mask = torch.arange(report_ids.shape[1])[None, :] < lengths[:, None]  # (B, R)
+    return {"report_ids": report_ids, "report_mask": report_mask, "target_mask": target_mask,
+            "num_target_tokens": int(target_mask.sum())}
 
 
 def report_tensors(tokenizer: Any, reports: Sequence[str], max_report_tokens: int,

@@ -174,6 +174,11 @@ class Method:
         """Image files (one list per study) as inputs for inference."""
         raise NotImplementedError
 
+    def question_dataset(self, cfg: RunConfig, stage: Stage, model: nn.Module, questions: Sequence[Any],
+                         images_root: Path, *, augment: bool = False, answers: bool = True) -> Dataset:
+        """Visual questions (``mrg.data.vqa.Question``) as inputs (the ``vqa`` task, ``mrg answer``)."""
+        raise ConfigError(f"method {self.name} does not answer questions (it has no LLM input for them)")
+
     def collate(self, cfg: RunConfig, stage: Stage, model: nn.Module, *, data_root: str | Path | None = None) -> Collate:
         """The collate function of ``stage``'s batches."""
         raise NotImplementedError

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mrg.config import RunConfig
-from mrg.errors import MrgError
+from mrg.errors import DataError, MrgError
 from mrg.methods.base import Collate, Method, SoftTokenGroup, Stage
+from mrg.metrics.registry import REPORT_GENERATION
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,7 +24,17 @@ if TYPE_CHECKING:
 class ReportMethod(Method):
     """A method whose model is a report generator over a prepared dataset (images + reports)."""
 
+    def check(self, cfg: RunConfig) -> list[str]:
+        """A ``vqa``-only run has no report validation: it must turn validation off."""
+        if "report" not in cfg.data.tasks and cfg.train.val_every != -1:
+            return ["'data.tasks' has no report task, so there is nothing to validate by report generation; set "
+                    "train.val_every=-1 (answers are scored by 'mrg answer')"]
+        return []
+
     def datasets(self, cfg: RunConfig, stage: Stage, model: nn.Module, splits: Sequence[str]) -> dict[str, Dataset]:
+        """Report studies of ``splits``; for a report-writing stage with ``data.tasks`` other than report alone, the
+        train split mixes the tasks by weight (``mrg.data.vqa.TaskMixture``); val stays report generation when
+        report is a task, else the val questions."""
         from mrg.data.dataset import dataset_from_config
         from mrg.data.prepared import load_prepared_dataset
 
@@ -31,7 +42,37 @@ class ReportMethod(Method):
         assert "test" not in splits, "training and validation never read the test split"
         prepared = load_prepared_dataset(cfg.data.root)
         settings = getattr(model, "image_settings", None)
-        return {split: dataset_from_config(cfg, split, image_settings=settings, prepared=prepared) for split in splits}
+        tasks = dict(cfg.data.tasks)
+        if not stage.generates_reports or stage.task != REPORT_GENERATION or tasks == {"report": 1.0}:
+            return {split: dataset_from_config(cfg, split, image_settings=settings, prepared=prepared) for split in splits}
+        from mrg.data.vqa import TaskMixture, load_vqa_set
+
+        vqa = load_vqa_set(cfg.data.vqa_root) if "vqa" in tasks else None
+        out: dict[str, Dataset] = {}
+        for split in splits:
+            parts: dict[str, Dataset] = {}
+            if "report" in tasks:
+                parts["report"] = dataset_from_config(cfg, split, image_settings=settings, prepared=prepared)
+            if vqa is not None and (split == "train" or "report" not in tasks):
+                parts["vqa"] = self.question_dataset(cfg, stage, model, vqa.split(split), vqa.images_root,
+                                                     augment=cfg.data.augment and split == "train")
+            if split == "train":
+                out[split] = TaskMixture(parts, tasks, seed=cfg.train.seed)
+            else:
+                out[split] = parts["report"] if "report" in parts else parts["vqa"]
+        return out
+
+    def question_dataset(self, cfg: RunConfig, stage: Stage, model: nn.Module, questions: Sequence[Any],
+                         images_root: Path, *, augment: bool = False, answers: bool = True) -> Dataset:
+        """Questions (``mrg.data.vqa.Question``) as inputs: with their answers for the ``vqa`` task, without
+        (``answers=False``) for ``mrg answer``."""
+        from mrg.data.vqa import VQADataset
+
+        if not questions:
+            raise DataError(f"{cfg.data.vqa_root or images_root}: no questions in this split")
+        settings = getattr(model, "image_settings", None)
+        return VQADataset(questions, images_root, image_size=cfg.data.image_size, max_views=cfg.data.max_views,
+                          augment=augment, answers=answers, **(settings.kwargs() if settings is not None else {}))
 
     def split_dataset(self, cfg: RunConfig, stage: Stage, model: nn.Module, split: str) -> Dataset:
         from mrg.data.dataset import dataset_from_config

@@ -174,6 +174,17 @@ _BUILTIN = [
 ]
 register_metrics(_BUILTIN)
 
+VQA_METRICS = (
+    Metric("closed_accuracy", "Closed acc", "vqa", inputs=("answers",), protocol="yes/no accuracy after normalisation",
+           tasks=(VQA,), headline=True, description="share of closed (yes/no) questions answered correctly"),
+    Metric("open_exact_match", "Open EM", "vqa", inputs=("answers",), protocol="exact match after normalisation",
+           tasks=(VQA,), headline=True, description="share of open questions whose answer equals the truth"),
+    Metric("open_token_f1", "Open F1", "vqa", inputs=("answers",), protocol="SQuAD token F1 after normalisation",
+           tasks=(VQA,), headline=True, description="mean token F1 of open answers against the truth"),
+)
+"""Visual question answering (``mrg.metrics.vqa``; task ``vqa``): scored per question type and overall."""
+register_metrics(VQA_METRICS)
+
 NLG_METRICS: tuple[str, ...] = tuple(m.name for m in _BUILTIN if m.family in ("nlg", "meteor"))
 """The language metrics in table order: BLEU-1..4, METEOR, ROUGE-L, CIDEr."""
 SUMMARY_METRICS: tuple[str, ...] = (*NLG_METRICS, "ce_precision", "ce_recall", "ce_f1")

@@ -5,7 +5,14 @@ Training input of one study (the order of image and prompt follows ``model.promp
     [BOS] prefix-text  visual tokens (M)  customised prompt (L)  instruction-text  report  EOS  pad...
     -100  -100 ...     -100 ...           -100 ...               -100 ...          ids     EOS  -100
 
-The loss is next-token cross-entropy on the report tokens and the EOS only. A report longer than
+A visual question (the ``vqa`` training task, docs/vqa.md) follows the same prefix as ``Question: ... Answer:``
+and its answer is the target (``target_mask`` from ``mrg.data.dataset.task_tensors``); answering feeds the
+question after the prefix and generates::
+
+    [BOS] prefix-text  visual tokens  customised prompt  instruction-text  question  answer  EOS
+    -100  -100 ...     -100 ...       -100 ...           -100 ...          -100 ...  ids     EOS
+
+The loss is next-token cross-entropy on the report (or answer) tokens and the EOS only. A report longer than
 ``model.max_report_tokens`` is cut to ``max_report_tokens - 1`` tokens and still ends with EOS, so
 the model learns to stop (R2GenGPT truncates after appending ``</s>`` and loses it). Training
 sequences are right-padded: with causal attention, padding after the last real token cannot
@@ -130,6 +137,7 @@ class ReportModel(TrainableState, nn.Module):
         report_mask: torch.Tensor | None = None,
         *,
         left_pad: bool = False,
+        target_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
         """Lay out the LLM input.
 
@@ -138,6 +146,8 @@ class ReportModel(TrainableState, nn.Module):
             prompt: (B, L, D) customised prompt.
             report_ids, report_mask: (B, R) report ids (EOS included) and their mask, for training.
             left_pad: move padding to the front (generation) instead of the end.
+            target_mask: (B, R) which of ``report_ids`` are targets (None: all real ones); a VQA row's question
+                is input, not target. For generation after a question, the question comes as ``report_ids``.
 
         Returns:
             inputs_embeds (B, T, D) in the LLM's dtype, attention mask (B, T) bool, labels (B, T) or
@@ -173,7 +183,8 @@ class ReportModel(TrainableState, nn.Module):
             labels = torch.cat(
                 [
                     torch.full((batch, prefix_len), IGNORE_INDEX, dtype=torch.long, device=report_ids.device),
-                    report_ids.masked_fill(~report_mask, IGNORE_INDEX),  # (B, R)
+                    report_ids.masked_fill(~(report_mask if target_mask is None else report_mask & target_mask),
+                                           IGNORE_INDEX),  # (B, R)
                 ],
                 dim=1,
             )
@@ -241,7 +252,9 @@ class ReportModel(TrainableState, nn.Module):
         prompt = self.promptbook(visual, token_mask)  # (B, L, D)
         report_ids, report_mask = batch["report_ids"].to(visual.device), batch["report_mask"].to(visual.device)  # (B, R)
         num_targets = int(batch["num_target_tokens"])
-        embeds, _, labels, moved = self.assemble(visual, token_mask, prompt, report_ids, report_mask)
+        target_mask = batch.get("target_mask")  # (B, R): VQA batches train on the answer tokens only
+        embeds, _, labels, moved = self.assemble(visual, token_mask, prompt, report_ids, report_mask,
+                                                 target_mask=target_mask.to(visual.device) if target_mask is not None else None)
         assert labels is not None
         total = embeds.shape[1]
         # logits are needed only where a report token is predicted: from the position before the
@@ -258,17 +271,21 @@ class ReportModel(TrainableState, nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], gen_cfg: Any) -> list[str]:
-        """Reports for a batch (``reports`` not needed), decoded and cut at EOS.
+        """Reports for a batch (``reports`` not needed), or answers to its questions, decoded and cut at EOS.
 
         Args:
-            batch: ``{"pixel_values": (B, V, C, H, W), "view_mask": (B, V)}`` at least.
+            batch: ``{"pixel_values": (B, V, C, H, W), "view_mask": (B, V)}`` at least; with ``question_ids`` and
+                ``question_mask`` (B, Q) (``mrg.data.dataset.question_tensors``) the question follows the prompt.
             gen_cfg: a ``GenerateConfig`` (strategy beam / greedy / sample and its settings).
         """
         from transformers import GenerationConfig
 
         visual, token_mask = self.visual_tokens(batch)
         prompt = self.promptbook(visual, token_mask)
-        embeds, mask, _, _ = self.assemble(visual, token_mask, prompt, left_pad=True)
+        question = batch.get("question_ids")  # (B, Q): answers are generated after the question
+        embeds, mask, _, _ = self.assemble(
+            visual, token_mask, prompt, question.to(visual.device) if question is not None else None,
+            batch["question_mask"].to(visual.device) if question is not None else None, left_pad=True)
         settings: dict[str, Any] = {
             "max_new_tokens": gen_cfg.max_new_tokens,
             "min_new_tokens": gen_cfg.min_new_tokens,

@@ -559,7 +559,9 @@ def print_summary(recipe: StageRecipe) -> None:
     table.add_row("effective batch", f"{t.micro_batch_size} micro x {t.grad_accum_steps} accumulation x "
                   f"{acc.num_processes} processes = {effective}")
     hits = getattr(recipe.collate, "token_ids", None)
-    table.add_row("data", f"train {num_train:,} studies ({recipe.steps_per_epoch * effective:,} used per epoch), "
+    tasks = dict(recipe.cfg.data.tasks)
+    items = "studies" if tasks == {"report": 1.0} else "items (" + ", ".join(f"{k} x{v:g}" for k, v in tasks.items()) + ")"
+    table.add_row("data", f"train {num_train:,} {items} ({recipe.steps_per_epoch * effective:,} used per epoch), "
                   + (f"val {num_val:,}{' (fixed subset)' if t.val_subset else ''}" if recipe.validation_on else "no validation")
                   + (f"; report tokens from the 'mrg prepare tokenize' cache ({len(hits):,} studies)" if hits else ""))
     table.add_row("schedule", f"{recipe.total_steps:,} steps ({recipe.steps_per_epoch:,} per epoch), lr {t.lr:g} -> "

@@ -59,6 +59,8 @@ class ReportResult:
     """Parts left out and why (shown on the page too)."""
     analyses: int = 0
     """Folders written by ``mrg analyze``."""
+    answers: int = 0
+    """Scored ``mrg answer`` files (a VQA section each)."""
 
 
 @dataclass
@@ -274,17 +276,22 @@ def build_report(
             if table is not None:
                 tables.append((table, None))
     thumbnails, missing = _attach_images(tables, thumbnail_size, max_views)
+    if images:
+        from mrg.viewer.vqa_view import attach_vqa_thumbnails
+
+        missing += sum(attach_vqa_thumbnails(vqa, thumbnail_size) for vqa in found.answers)
     targets: list[Any] = list(found.evaluations) or list(found.runs) or list(found.analyses)
     if targets:
         targets[0].notes.extend(notes)
     page = render_page(title=title or "mrg report", runs=found.runs, evaluations=found.evaluations, tables=tables,
                        generated=utc_now(), version=mrg.__version__, sources=[str(d) for d in dirs],
-                       analyses=found.analyses)
+                       analyses=found.analyses, answers=found.answers)
     write_text_atomic(out, page)
     _make_readable(out)
     return ReportResult(path=out, size_bytes=os.path.getsize(out), runs=len(found.runs), evaluations=len(found.evaluations),
                         studies=sum(len(t.rows) for t, _ in tables), thumbnails=thumbnails, missing_images=missing,
-                        seconds=time.perf_counter() - started, notes=_all_notes(found, tables), analyses=len(found.analyses))
+                        seconds=time.perf_counter() - started, notes=_all_notes(found, tables), analyses=len(found.analyses),
+                        answers=len(found.answers))
 
 
 def _make_readable(path: Path) -> None:

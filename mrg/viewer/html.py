@@ -23,6 +23,7 @@ from mrg.viewer.analysis_view import analysis_section
 from mrg.viewer.charts import Series, format_number, line_chart
 from mrg.viewer.inputs import AnalysisFolder, EvalInputs, RunInputs
 from mrg.viewer.studies import StudyRow, StudyTable
+from mrg.viewer.vqa_view import vqa_section
 
 CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -629,6 +630,7 @@ def render_page(
     version: str,
     sources: Sequence[str],
     analyses: Sequence[AnalysisFolder] = (),
+    answers: Sequence[Any] = (),
 ) -> str:
     """The whole document.
 
@@ -641,6 +643,7 @@ def render_page(
         version: the mrg version.
         sources: the folders given on the command line.
         analyses: folders written by ``mrg analyze`` (an Analysis section each).
+        answers: scored ``mrg answer`` files (``mrg.viewer.vqa_view.VQAInputs``; a VQA section each).
     """
     nav: list[tuple[str, str]] = []
     sections: list[str] = []
@@ -661,6 +664,9 @@ def render_page(
     for i, folder in enumerate(analyses, start=1):
         nav.append((f"analysis-{i}", f"Analysis{f' {i}' if len(analyses) > 1 else ''}"))
         sections.append(analysis_section(folder, i))
+    for i, vqa in enumerate(answers, start=1):
+        nav.append((f"vqa-{i}", f"VQA{f' {i}' if len(answers) > 1 else ''}"))
+        sections.append(vqa_section(vqa, i))
     nav_html = "".join(f'<a href="#{e(a)}">{e(t)}</a>' for a, t in nav)
     meta = {"generator": f"mrg {version}", "generated": generated, "sources": list(sources)}
     return (

@@ -9,7 +9,8 @@ A folder is recognised by its files:
 * an **evaluation** (``mrg evaluate``): ``metrics.json`` (flat metric keys, a ``protocol`` block, bootstrap
   intervals when they were asked for), ``per_sample.csv`` (per-item scores and both label vectors) and
   ``metrics.md``;
-* an **analysis** (``mrg analyze``): ``analysis.json`` (format ``mrg-analysis``) and the PNG figures it lists.
+* an **analysis** (``mrg analyze``): ``analysis.json`` (format ``mrg-analysis``) and the PNG figures it lists;
+* **answers** (``mrg answer``): ``X.jsonl`` with its scores ``X.jsonl.metrics.json`` (``mrg.viewer.vqa_view``).
 
 Sub-folders are searched one level down (checkpoint folders excepted), so ``mrg report runs/demo`` finds the
 run and the evaluation that ``mrg demo`` writes into sub-folders, and ``mrg report runs/tiny`` also finds an
@@ -125,6 +126,8 @@ class ReportInputs:
     runs: list[RunInputs] = field(default_factory=list)
     evaluations: list[EvalInputs] = field(default_factory=list)
     analyses: list[AnalysisFolder] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)
+    """Scored ``mrg answer`` files (``mrg.viewer.vqa_view.VQAInputs``)."""
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -149,8 +152,15 @@ def is_analysis_dir(path: Path) -> bool:
     return (path / ANALYSIS_NAME).is_file()
 
 
+def is_answers_dir(path: Path) -> bool:
+    """A folder holding a scored ``mrg answer`` file (``X.jsonl`` and ``X.jsonl.metrics.json``)."""
+    from mrg.viewer.vqa_view import answer_files
+
+    return bool(answer_files(path))
+
+
 def _recognised(path: Path) -> bool:
-    return is_run_dir(path) or is_eval_dir(path) or is_analysis_dir(path)
+    return is_run_dir(path) or is_eval_dir(path) or is_analysis_dir(path) or is_answers_dir(path)
 
 
 def discover(dirs: list[Path]) -> ReportInputs:
@@ -172,9 +182,9 @@ def discover(dirs: list[Path]) -> ReportInputs:
         candidates += sorted(p for p in directory.iterdir() if p.is_dir() and not _STEP_DIR.match(p.name) and _recognised(p))
         if not candidates:
             raise DataError(
-                f"{directory}: no training run ({', '.join(RUN_FILES)}), evaluation ({', '.join(EVAL_FILES)}) or "
-                f"analysis ({ANALYSIS_NAME}) files here or in its sub-folders; pass a folder written by 'mrg train', "
-                "'mrg evaluate' or 'mrg analyze'"
+                f"{directory}: no training run ({', '.join(RUN_FILES)}), evaluation ({', '.join(EVAL_FILES)}), "
+                f"analysis ({ANALYSIS_NAME}) or answers (X.jsonl.metrics.json) files here or in its sub-folders; pass a "
+                "folder written by 'mrg train', 'mrg evaluate', 'mrg analyze' or 'mrg answer'"
             )
         for candidate in candidates:
             key = candidate.resolve()
@@ -187,6 +197,10 @@ def discover(dirs: list[Path]) -> ReportInputs:
                 found.evaluations.append(read_evaluation(candidate))
             if is_analysis_dir(candidate):
                 found.analyses.append(read_analysis(candidate))
+            if is_answers_dir(candidate):
+                from mrg.viewer.vqa_view import answer_files, read_vqa
+
+                found.answers += [read_vqa(path) for path in answer_files(candidate)]
     return found
 
 

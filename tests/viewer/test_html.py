@@ -365,7 +365,7 @@ def test_folder_without_recognised_files_is_one_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "notes.txt").write_text("hi", encoding="utf-8")
-    with pytest.raises(DataError, match=r"empty: no training run \(metrics.csv, val_metrics.jsonl\), evaluation .* or analysis \(analysis.json\)"):
+    with pytest.raises(DataError, match=r"empty: no training run \(metrics.csv, val_metrics.jsonl\), evaluation .*, analysis \(analysis.json\) or answers"):
         build_report([empty], tmp_path / "r.html")
     with pytest.raises(DataError, match="folder not found"):
         build_report([tmp_path / "nope"], tmp_path / "r.html")

@@ -42,36 +42,42 @@ def is_label_csv(path: str | Path) -> bool:
     return bool(header) and header[0].strip() == ID_COLUMN and set(OBSERVATIONS) <= {h.strip() for h in header[1:]}
 
 
-def _probability(cell: str, path: Path, line: int, name: str) -> float:
+def _probability(cell: str, path: Path, line: int, name: str, option: str) -> float:
     try:
         value = float(cell)
     except ValueError:
         value = math.nan
     if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise DataError(f"--predictions {path}:{line}: column {name!r} holds {cell!r}, not a probability in [0, 1]")
+        raise DataError(f"{option} {path}:{line}: column {name!r} holds {cell!r}, not a probability in [0, 1]")
     return value
 
 
-def read_label_csv(path: str | Path) -> dict[str, dict[str, float]]:
+def read_label_csv(path: str | Path, *, option: str = "--predictions") -> dict[str, dict[str, float]]:
     """``{id: {class: probability}}`` of a label-probability CSV, in file order; empty cells left out.
+    ``option`` names the file in errors.
 
     Raises:
         DataError: a cell that is not a number in [0, 1], an empty or duplicate id, no rows.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{option} {path}: file not found")
+    if not is_label_csv(path):
+        raise DataError(f"{option} {path}: not a label-probability CSV (a .csv whose header is 'id' and the 14 "
+                        "CheXpert observations, as mrg perceive writes)")
     reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
     rows: dict[str, dict[str, float]] = {}
     for record in reader:
         line = reader.line_num
         item_id = (record.get(ID_COLUMN) or "").strip()
         if not item_id:
-            raise DataError(f"--predictions {path}:{line}: empty id")
+            raise DataError(f"{option} {path}:{line}: empty id")
         if item_id in rows:
-            raise DataError(f"--predictions {path}:{line}: id {item_id!r} appears twice; give one row per study")
-        rows[item_id] = {name: _probability(cell, path, line, name) for name in OBSERVATIONS
+            raise DataError(f"{option} {path}:{line}: id {item_id!r} appears twice; give one row per study")
+        rows[item_id] = {name: _probability(cell, path, line, name, option) for name in OBSERVATIONS
                          if (cell := (record.get(name) or "").strip())}
     if not rows:
-        raise DataError(f"--predictions {path}: no rows under the header; give one row per study")
+        raise DataError(f"{option} {path}: no rows under the header; give one row per study")
     return rows
 
 

@@ -247,3 +247,42 @@ def test_mrg_evaluate_scores_a_label_probability_csv_against_the_split(run_cli, 
     line = _one_error_line(run_cli("evaluate", "-p", tmp_path / "p.csv", "--data", synthetic_data, "--threshold", "2",
                                    "-o", tmp_path / "x"))
     assert "--threshold" in line
+
+
+def test_mrg_analyze_reads_trrg_visual_clue_and_prompt_tokens(run_cli, tmp_path: Path, synthetic_data,
+                                                              model_cache) -> None:
+    """A finetune run has three soft-token groups (clues labelled apart from the visual tokens); pretrain has none."""
+    from mrg.analysis import analyze
+    from mrg.analysis.attention import GROUPS
+    from mrg.model.report_model import INPUT_GROUPS
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data, "train.max_steps=1", "generate.max_new_tokens=4",
+                               "method.clue_select=top-k", "method.clue_top_k=3")
+    assert run_cli("train", "--config", "trrg-tiny", "--out", run, *overrides).exit_code == 0
+    out = tmp_path / "analysis"
+    analyze("prompts", run, out=out, split="test", limit=3)
+    analyze("attention", run, out=out, split="test", limit=3, maps=1)
+    record = json.loads((out / "analysis.json").read_text())
+    prompts, attention = record["analyses"]["prompts"], record["analyses"]["attention"]
+    assert list(prompts["groups"]) == ["visual", "clues", "prompt"]
+    assert prompts["groups"]["clues"]["nearest"]["tokens"] == 3 * 3  # 3 studies x top-3 clues
+    assert set(attention["by_layer"]) == set(GROUPS) and attention["overall"]["clues"] > 0
+    for layer in range(len(attention["by_layer"]["visual"])):
+        assert sum(v[layer] for v in attention["by_layer"].values()) == pytest.approx(1.0, abs=1e-5)
+    # the input positions: the last K' of the image segment are the clues, the visual tokens keep their count
+    from mrg.analysis.inputs import load_inputs
+
+    inputs = load_inputs(run, split="test", limit=2)
+    batch = next(inputs.batches())
+    with torch.no_grad():
+        visual, mask, clues = inputs.model.visual_and_clue_tokens(batch)
+        codes = inputs.model.input_groups(*inputs.model.visual_tokens(batch), left_pad=True)
+    assert clues.shape[1] == inputs.model.num_clue_tokens == 3
+    assert (codes == INPUT_GROUPS.index("clues")).sum(dim=1).tolist() == [3, 3]
+    real_visual = visual.shape[1] if mask is None else mask.sum(dim=1).tolist()
+    assert (codes == INPUT_GROUPS.index("visual")).sum(dim=1).tolist() == (
+        [real_visual] * 2 if isinstance(real_visual, int) else real_visual)
+    # the pretrain stage feeds no LLM: one line that names the stage to analyze instead
+    line = _one_error_line(run_cli("analyze", "prompts", "--checkpoint", run / "pretrain", "--out", tmp_path / "a"))
+    assert "stage pretrain" in line and "has no soft tokens" in line and "stage finetune has some" in line

@@ -247,6 +247,10 @@ def test_mrg_evaluate_scores_a_label_probability_csv_against_the_split(run_cli, 
     line = _one_error_line(run_cli("evaluate", "-p", tmp_path / "p.csv", "--data", synthetic_data, "--threshold", "2",
                                    "-o", tmp_path / "x"))
     assert "--threshold" in line
+    for extra in (["--compare", str(tmp_path / "p.csv")], ["--bootstrap", "10"]):
+        line = _one_error_line(run_cli("evaluate", "-p", tmp_path / "p.csv", "--data", synthetic_data, *extra,
+                                       "-o", tmp_path / "x"))
+        assert extra[0] in line and "not available for a label-probability CSV" in line
 
 
 def test_mrg_analyze_reads_trrg_visual_clue_and_prompt_tokens(run_cli, tmp_path: Path, synthetic_data,

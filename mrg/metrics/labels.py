@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from mrg.data.chexpert import OBSERVATIONS, POSITIVE
-from mrg.metrics.registry import Metric, register_metric
+from mrg.metrics.registry import LABEL_CLASSIFICATION, Metric, register_metric
 
 AUROC_PROTOCOL = ("per CheXpert class, Mann-Whitney AUROC (ties at mean rank) of the probability against the "
                   "reference label (positive vs not positive), classes with both outcomes; mean over them")
 register_metric(Metric("auroc", "AUROC", "labels", inputs=("probabilities", "labels"), protocol=AUROC_PROTOCOL,
-                       headline=True, description="mean per-class AUROC of predicted label probabilities (mrg "
+                       tasks=(LABEL_CLASSIFICATION,), headline=True, description="mean per-class AUROC of predicted label probabilities (mrg "
                                                   "evaluate on a label-probability CSV); auroc/<class> per class"))
 
 Probabilities = dict[str, float]

@@ -311,6 +311,9 @@ class EvalConfig:
     """Where model-based metrics run: auto (CUDA when available), cpu, cuda, cuda:1."""
     model_batch_size: int = 32
     """Texts per forward pass of a model-based metric."""
+    label_threshold: float = 0.5
+    """Label-probability CSVs (``mrg perceive``): P from which a class counts as positive for the label metrics
+    (``mrg evaluate --threshold``); AUROC uses the probabilities themselves."""
 
     def problems(self) -> list[str]:
         found = []
@@ -324,6 +327,8 @@ class EvalConfig:
             found.append(f"'eval.meteor_jvms' must be 0 (automatic) or a number of JVMs, got {self.meteor_jvms}")
         if self.model_batch_size < 1:
             found.append(f"'eval.model_batch_size' must be at least 1, got {self.model_batch_size}")
+        if not 0.0 <= self.label_threshold <= 1.0:
+            found.append(f"'eval.label_threshold' (--threshold) must be within [0, 1], got {self.label_threshold}")
         from mrg.metrics.registry import model_family_problems
 
         found += model_family_problems(self.metrics, self.weights)

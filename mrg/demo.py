@@ -27,7 +27,7 @@ from mrg.config import EvalConfig, LMConfig, build_config, load_config
 from mrg.console import console
 from mrg.data.chexpert import OBSERVATIONS
 from mrg.data.prepared import PreparedDataset, Study, load_prepared_dataset
-from mrg.files import write_json_atomic, write_jsonl_atomic
+from mrg.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from mrg.metrics.registry import display_name
 from mrg.provenance import provenance
 
@@ -181,11 +181,11 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm"
     with timed(5, "baseline"):
         constant, baseline = _most_frequent_baseline(dataset, cfg.eval, data_dir, out_dir)
     with timed(6, "report"):
-        report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo")
+        # before the page: a method's extras may hold per-study class probabilities the page shows (TRRG's perception)
+        extras = chosen.demo_extras(cfg, run_dir, data_dir, out_dir)
+        perceived = {"perceptions": extras.get("perceived_csv"), "perceive_threshold": extras.get("perceive_threshold", 0.5)}
+        report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo", **perceived)
 
-    from mrg.files import read_jsonl
-
-    extras = chosen.demo_extras(cfg, run_dir, data_dir, out_dir)
     predicted = {row["id"]: row["prediction"] for row in read_jsonl(predictions_path)}
     metrics = _flat(evaluation.record)
     baseline_metrics = _flat(baseline.record)

@@ -13,6 +13,7 @@ CheXpert order, each cell a probability in [0, 1] (empty for classes the run doe
 
 For a dataset split, the sidecar ``<out>.meta.json`` also records the per-class AUROC against the reference
 reports' labels (mrg's CheXpert labeler; positive vs not positive) and their mean, ``zero_shot_auroc``.
+``mrg evaluate`` scores the CSV itself (``mrg.label_eval``: thresholded label metrics and per-class AUROC).
 Runs on one process.
 """
 

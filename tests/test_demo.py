@@ -49,3 +49,42 @@ def test_examples_cover_normal_single_and_multiple_findings() -> None:
 
 def test_fast_plan_is_smaller() -> None:
     assert FAST.n < FULL.n
+
+
+def test_the_demo_page_gets_the_methods_perceptions(tmp_path, monkeypatch) -> None:
+    """``run_demo`` computes the method's extras before the HTML page and passes their ``perceived_csv`` to it
+    (the training stages are replaced by stand-ins: this checks the wiring, the full run is in .ci/run)."""
+    from types import SimpleNamespace
+
+    import mrg.demo as demo
+    from mrg.methods import get_method
+
+    calls: dict[str, object] = {}
+    order: list[str] = []
+    monkeypatch.setattr("mrg.data.sources.synthetic.prepare_synthetic", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.domain_lm.train_report_lm", lambda *a, **k: SimpleNamespace(record={}))
+    monkeypatch.setattr(demo, "load_prepared_dataset", lambda root: SimpleNamespace(normalize="r2gen-iu", split=lambda s: []))
+    monkeypatch.setattr("mrg.evaluate.make_scorer", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.recipes.train.train", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.generate.generate_reports",
+                        lambda run, out_path, **k: (out_path.parent.mkdir(parents=True, exist_ok=True),
+                                                    out_path.write_text('{"id": "a", "prediction": "x."}\n')))
+    monkeypatch.setattr("mrg.evaluate.run_evaluation", lambda *a, **k: SimpleNamespace(record={"ce_f1": 0.5}))
+    monkeypatch.setattr(demo, "_most_frequent_baseline", lambda *a, **k: ("x.", SimpleNamespace(record={})))
+    trrg = type(get_method("trrg"))
+
+    def extras(self, cfg, run_dir, data_dir, out_dir):
+        order.append("extras")
+        return {"perceived_csv": str(out_dir / "perceived.csv"), "perceive_threshold": 0.3}
+
+    def page(dirs, out, **kwargs):
+        order.append("page")
+        calls.update(kwargs)
+        return SimpleNamespace(path=out)
+
+    monkeypatch.setattr(trrg, "demo_extras", extras)
+    monkeypatch.setattr("mrg.viewer.build_report", page)
+    result = demo.run_demo(tmp_path / "out", fast=True, method="trrg")
+    assert order == ["extras", "page"]
+    assert calls["perceptions"] == str(tmp_path / "out" / "perceived.csv") and calls["perceive_threshold"] == 0.3
+    assert result.extras["perceive_threshold"] == 0.3

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mrg.trainer", "mrg.checkpoint", "mrg.distributed", "mrg.optim", "mrg.trackers", "mrg.validation"),
     ("mrg.generate", "mrg.answer"),
     ("mrg.metrics",),
-    ("mrg.evaluate", "mrg.viewer", "mrg.domain_lm", "mrg.baselines", "mrg.perceive", "mrg.analysis"),
+    ("mrg.evaluate", "mrg.label_eval", "mrg.viewer", "mrg.domain_lm", "mrg.baselines", "mrg.perceive", "mrg.analysis"),
     ("mrg.methods",),
     ("mrg.recipes",),
     ("mrg.cli", "mrg.demo", "mrg.__main__"),

@@ -27,7 +27,8 @@ import torch
 from mrg.analysis import png
 from mrg.errors import ConfigError
 
-GROUPS = ("instruction", "visual", "prompt", "generated")
+GROUPS = ("instruction", "visual", "clues", "prompt", "generated")
+"""The groups whose attention mass is reported (``clues`` only for a model that has clue tokens, e.g. TRRG)."""
 TOP_TOKENS = 20
 
 
@@ -66,6 +67,8 @@ class _Totals:
         self.token_counts: dict[str, int] = defaultdict(int)
         self.count = 0
         self.max_error = 0.0
+        self.present: set[int] = set()
+        """The input-group codes some input position had."""
 
 
 def _generate(model: Any, batch: dict[str, Any], gen: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -104,6 +107,7 @@ def collect(inputs: Any, *, map_ids: set[str]) -> tuple[_Totals, dict[str, dict[
             raise ConfigError("the LLM returned no attention weights; it needs attn_implementation=eager")
         layers, heads = len(out.attentions[0]), out.attentions[0][0].shape[1]
         totals = totals or _Totals(layers, heads, num_codes)
+        totals.present.update(int(c) for c in codes.unique())
         rows = out.sequences.tolist()
         alive = torch.ones(len(rows), dtype=torch.bool)
         want = [b for b, sid in enumerate(batch["ids"]) if sid in map_ids]
@@ -145,7 +149,7 @@ def summarise(totals: _Totals) -> dict[str, Any]:
     """The ``attention`` section of ``analysis.json`` (masses by group name)."""
     from mrg.model.report_model import INPUT_GROUPS
 
-    index = {g: INPUT_GROUPS.index(g) for g in GROUPS}
+    index = {g: INPUT_GROUPS.index(g) for g in GROUPS if g != "clues" or INPUT_GROUPS.index(g) in totals.present}
     by_head = totals.by_head / max(1, totals.count)  # (L, H, G)
     by_layer = by_head.mean(dim=1)  # (L, G)
     overall = by_head.mean(dim=(0, 1))
@@ -214,13 +218,13 @@ def _attention_figures(record: dict[str, Any], out_dir: Path) -> list[dict[str, 
     png.stacked_bars(out_dir / "attention-layers.png", "Attention mass on each input group, per layer",
                      [str(i) for i in range(layers)], record["by_layer"], x_label="layer", y_label="attention mass")
     figures = [{"file": "attention-layers.png", "title": "Attention mass per group and layer (mean over heads)"}]
-    for group in ("visual", "prompt"):
+    for group in [g for g in ("visual", "clues", "prompt") if g in record["by_layer_head"]]:
         values = np.array(record["by_layer_head"][group])
         if values.size and values.max() > 0:
             png.matrix(out_dir / f"attention-heads-{group}.png", f"Attention mass on the {group} tokens", values,
                        row_label="layer", col_label="head")
             figures.append({"file": f"attention-heads-{group}.png", "title": f"Attention mass on {group} tokens per layer and head"})
-    series = {g: [(float(i), v) for i, v in enumerate(record["by_position"][g])] for g in GROUPS}
+    series = {g: [(float(i), v) for i, v in enumerate(values)] for g, values in record["by_position"].items()}
     png.lines(out_dir / "attention-positions.png", "Attention mass by position in the generated report", series,
               x_label="generated token", y_label="attention mass", y_range=(0.0, 1.0))
     figures.append({"file": "attention-positions.png", "title": "Attention mass per group along the generated report"})

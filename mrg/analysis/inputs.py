@@ -116,7 +116,9 @@ def load_inputs(
     stage = method.stage(checkpoint_stage(meta, cfg) or method.stages[-1].name, option=f"{step_dir / META_NAME}: stage")
     groups = method.soft_token_groups(cfg, stage)
     if not groups:
-        raise ConfigError(no_soft_tokens_message(method.name, stage.name))
+        others = [s.name for s in method.stages if s.name != stage.name and method.soft_token_groups(cfg, s)]
+        hint = f"; its stage {others[0]} has some: give that stage's checkpoint (RUN or RUN/{others[0]})" if others else ""
+        raise ConfigError(no_soft_tokens_message(method.name, stage.name) + hint)
     implementation = cfg.model.llm.attn_implementation
     if eager_attention:
         implementation = "eager"

@@ -15,7 +15,8 @@ from mrg.console import console
 _PredictionsOpt = Annotated[
     Path,
     typer.Option("--predictions", "-p", help="JSONL of {id, prediction, reference?} (mrg generate), R2GenGPT's "
-                 "test_result.json or R2Gen's res.csv.", show_default=False),
+                 "test_result.json, R2Gen's res.csv, or a label-probability CSV (id + the 14 CheXpert columns, "
+                 "mrg perceive): label metrics after --threshold and per-class AUROC.", show_default=False),
 ]
 _OutOpt = Annotated[
     Path,
@@ -88,6 +89,9 @@ def evaluate_cmd(
     seed: _SeedOpt = None,
     metrics: _MetricsOpt = None,
     compare: _CompareOpt = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Label-probability CSVs: P from which a "
+                                                    "class is positive (eval.label_threshold, default 0.5).",
+                                                    show_default=False)] = None,
 ) -> None:
     """Score generated reports against references and write metrics.json, per_sample.csv and metrics.md.
 
@@ -124,9 +128,51 @@ def evaluate_cmd(
         problems = model_family_problems(given["metrics"], {})
         if problems:
             raise ConfigError(problems[0].replace("'eval.metrics'", "--metrics"))
+    if threshold is not None:
+        given["label_threshold"] = threshold
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    from mrg.label_eval import is_label_csv
+
+    if is_label_csv(predictions):
+        _evaluate_label_csv(predictions, out, cfg, references=references, data=data, split=split, compare=compare)
+        return
     report = run_evaluation(predictions, out, cfg, references=references, data=data, split=split, compare=compare)
     print_evaluation(report.record, report.out_dir)
+
+
+def _evaluate_label_csv(predictions: Path, out: Path, cfg: Any, *, references: Path | None, data: Path | None,
+                        split: str, compare: Path | None) -> None:
+    """Score a label-probability CSV (``mrg perceive``) and print its AUROC and thresholded label metrics."""
+    from mrg.errors import ConfigError
+    from mrg.label_eval import run_label_evaluation
+
+    if compare is not None:
+        raise ConfigError(f"--compare {compare}: not available for a label-probability CSV; drop it")
+    if cfg.metrics:
+        raise ConfigError("--metrics: model-based metrics score report texts, not a label-probability CSV; drop it")
+    report = run_label_evaluation(predictions, out, cfg, references=references, data=data, split=split)
+    print_label_evaluation(report.record, report.out_dir)
+
+
+def print_label_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> None:
+    """The terminal summary of a label-probability evaluation: AUROC and the thresholded label metrics."""
+    from mrg.metrics.registry import display_name
+
+    protocol = record["protocol"]
+    console.print(f"[bold]{protocol['num_items']:,} studies, label probabilities[/] (threshold "
+                  f"{record['threshold']}; reference labels: {protocol['labeler']['name']})", soft_wrap=True)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    keys = ["auroc", "ce_precision", "ce_recall", "ce_f1", "ce_macro_f1"]
+    keys += [k for k in record if k.startswith("auroc/")]
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, float):
+            table.add_row(display_name(key), "–" if value != value else f"{value:.4f}")
+    console.print(table)
+    if out_dir is not None:
+        console.print(f"written: {out_dir}/metrics.json, per_sample.csv, metrics.md", soft_wrap=True)
 
 
 def _literal_options(key: str) -> tuple[str, ...]:

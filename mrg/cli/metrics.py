@@ -19,6 +19,7 @@ def _load_registering_modules() -> None:
     from mrg.methods import list_methods
 
     importlib.import_module("mrg.metrics.model_based")
+    importlib.import_module("mrg.metrics.labels")  # auroc (mrg evaluate on a label-probability CSV)
     list_methods()  # loads every method module, built-in and plugin
 
 

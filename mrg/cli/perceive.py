@@ -17,7 +17,8 @@ def perceive_cmd(
                                              "checkpoint), a stage folder, a best/last pointer or a step folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV: id + the 14 CheXpert observations, each P(present) "
                                       "(empty: not perceived); FILE.meta.json records the checkpoint and, for a "
-                                      "split, the per-class AUROC against the references' labels.")],
+                                      "split, the per-class AUROC against the references' labels; "
+                                      "mrg evaluate -p FILE --data DIR scores it.")],
     image_files: Annotated[
         list[Path] | None,  # noqa: UP007  typer needs typing.Optional here
         typer.Argument(help="Image files (with --images).", show_default=False),

@@ -33,6 +33,13 @@ def report_cmd(
     thumbnail_size: Annotated[int, typer.Option("--thumbnail-size", help="Longer side of each thumbnail in pixels.")] = 96,
     views: Annotated[int, typer.Option("--views", help="Thumbnails per study (IU X-ray studies have two views).")] = 2,
     no_images: Annotated[bool, typer.Option("--no-images", help="Leave the image column out (a smaller file).")] = False,
+    perceptions: Annotated[
+        Path | None,
+        typer.Option("--perceptions", help="A label-probability CSV (mrg perceive): each study's perceived classes "
+                     "become a column of the per-study table.", show_default=False),
+    ] = None,
+    perceive_threshold: Annotated[float, typer.Option("--perceive-threshold", help="P from which a class is listed "
+                                                      "as perceived (with --perceptions).")] = 0.5,
     screenshot: Annotated[bool, typer.Option("--screenshot", help="Also write OUT.png as headless Chromium renders the "
                                              "page (needs Chromium, e.g. apt-get install chromium).")] = False,
 ) -> None:
@@ -46,7 +53,8 @@ def report_cmd(
     from mrg.viewer import build_report
 
     result = build_report(dirs, out, data=data, predictions=predictions, title=title, thumbnail_size=thumbnail_size,
-                          max_views=views, images=not no_images)
+                          max_views=views, images=not no_images, perceptions=perceptions,
+                          perceive_threshold=perceive_threshold)
     for note in result.notes:
         warn(note)
     parts = [f"{result.runs} training run{'s' if result.runs != 1 else ''}",

@@ -184,7 +184,10 @@ class Method:
         raise NotImplementedError
 
     def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
-        """What ``mrg demo`` adds for this method after scoring its reports (recorded in ``demo.json``)."""
+        """What ``mrg demo`` adds for this method after scoring its reports (recorded in ``demo.json``).
+
+        Keys the demo also puts on its HTML page: ``perceived_csv`` (a label-probability CSV, ``mrg perceive``'s
+        layout: a "perceived" column per study) and ``perceive_threshold`` (P from which a class is listed)."""
         return {}
 
     def soft_token_groups(self, cfg: RunConfig, stage: Stage) -> list[SoftTokenGroup]:

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from mrg.config import MethodOptions, RunConfig
-from mrg.methods.base import Stage
+from mrg.methods.base import SoftTokenGroup, Stage
 from mrg.methods.mrg_llm import encoder_patterns, llm_weight
 from mrg.methods.registry import register_method
-from mrg.methods.report import ReportMethod
+from mrg.methods.report import ReportMethod, report_model_groups
 from mrg.metrics.registry import RETRIEVAL, Metric, register_metrics, suggest
 
 _RETRIEVAL_PROTOCOL = "image-to-sentence retrieval over the validation sentences; a hit is any positive sentence"
@@ -141,6 +141,18 @@ class TRRG(ReportMethod):
         if o.clue_select != "none":
             patterns += ["clues.*", "clue_projector.*"] + (["interaction.*"] if o.interaction != "none" else [])
         return patterns + (["llm.*lora_*"] if o.finetune_lora else [])
+
+    def soft_token_groups(self, cfg: RunConfig, stage: Stage) -> list[SoftTokenGroup]:
+        """``finetune``: MRG-LLM's groups (visual tokens, customised prompt) plus the disease clues, which follow the
+        visual tokens in the image segment; ``pretrain`` feeds no LLM, so it has none."""
+        if stage.name == "pretrain":
+            return []
+        groups = report_model_groups(cfg)
+        if _options(cfg).clue_select != "none" and cfg.model.visual_tokens:
+            clue = SoftTokenGroup("clues", f"projected disease clues ({_options(cfg).clue_select}, states "
+                                           f"{_options(cfg).clue_states}, after the {_options(cfg).interaction} interaction)")
+            groups.insert(1 if groups and groups[0].name == "visual" else 0, clue)
+        return groups
 
     def never_trains(self, name: str) -> bool:
         return llm_weight(name)

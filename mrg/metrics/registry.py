@@ -35,6 +35,8 @@ SYNTHESIS = "synthesis"
 RECONSTRUCTION = "reconstruction"
 """Task of metrics computed from reconstructed images (image tokenizers)."""
 LANGUAGE_MODELING = "language-modeling"
+LABEL_CLASSIFICATION = "label-classification"
+"""Task of metrics computed from predicted label probabilities (``mrg evaluate`` on ``mrg perceive``'s CSV)."""
 """Task of metrics computed from held-out token likelihood."""
 
 

@@ -48,9 +48,10 @@ from mrg.model.promptbook import Promptbook
 from mrg.model.trainable import TrainableState
 
 IGNORE_INDEX = -100
-INPUT_GROUPS = ("padding", "instruction", "visual", "prompt", "generated")
+INPUT_GROUPS = ("padding", "instruction", "visual", "prompt", "generated", "clues")
 """What each position of the LLM input is (``ReportModel.input_groups`` codes are indices into this): template
-text (BOS, the instruction and its frame) is ``instruction``; tokens generated after the prefix are ``generated``."""
+text (BOS, the instruction and its frame) is ``instruction``; tokens generated after the prefix are ``generated``;
+``clues`` are disease-clue tokens a subclass appends to the image segment (TRRG)."""
 
 
 @dataclass
@@ -220,18 +221,17 @@ class ReportModel(TrainableState, nn.Module):
         stable sort on the mask moves it as ``assemble`` moves it, so code ``t`` describes position ``t``; the
         ``k``-th ``visual`` position of a row holds that study's ``k``-th real visual token.
         """
-        batch, num_visual = visual.shape[:2]
+        batch = visual.shape[0]
         codes = dict(zip(INPUT_GROUPS, range(len(INPUT_GROUPS)), strict=True))
         parts: list[torch.Tensor] = []
         text_sizes = iter(len(s.ids) for s in self.llm.template.segments if s.kind == "text")
         for segment in self.llm.template.segments:
             if segment.kind == "image" and not self.feed_visual_tokens:
                 continue
-            if segment.kind == "image" and token_mask is not None:
-                parts.append(torch.where(token_mask.to(visual.device), codes["visual"], codes["padding"]).long())  # (B, M)
+            if segment.kind == "image":
+                parts.append(self.image_segment_codes(visual, token_mask, codes))  # (B, M)
                 continue
-            size, code = {"text": (0, codes["instruction"]), "image": (num_visual, codes["visual"]),
-                          "prompt": (self.promptbook.num_tokens, codes["prompt"])}[segment.kind]
+            size, code = {"text": (0, codes["instruction"]), "prompt": (self.promptbook.num_tokens, codes["prompt"])}[segment.kind]
             size = next(text_sizes) if segment.kind == "text" else size
             parts.append(torch.full((batch, size), code, dtype=torch.long, device=visual.device))
         out = torch.cat(parts, dim=1)  # (B, T)
@@ -240,6 +240,16 @@ class ReportModel(TrainableState, nn.Module):
             key = real.long() if left_pad else (~real).long()  # the sort key assemble uses
             out = out.gather(1, torch.argsort(key, dim=1, stable=True))
         return out
+
+    def image_segment_codes(self, visual: torch.Tensor, token_mask: torch.Tensor | None,
+                            codes: dict[str, int]) -> torch.Tensor:
+        """(B, M) codes of the image segment's positions before ``assemble``'s padding permutation: ``visual``,
+        or ``padding`` where ``token_mask`` is False. A subclass whose ``visual_tokens`` appends other tokens
+        labels them here."""
+        batch, num_visual = visual.shape[:2]
+        if token_mask is None:
+            return torch.full((batch, num_visual), codes["visual"], dtype=torch.long, device=visual.device)
+        return torch.where(token_mask.to(visual.device), codes["visual"], codes["padding"]).long()
 
     # ------------------------------------------------------------------------------------ training
 

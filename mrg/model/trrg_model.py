@@ -95,22 +95,61 @@ class TRRGReportModel(ReportModel):
         features, mask = self.encoder(batch["pixel_values"], batch.get("view_mask"))
         return self.perceive_features(features, mask)
 
-    def visual_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Batch -> (B, M + K', D) visual and clue tokens in the LLM space and their mask (None: all real)."""
+    @property
+    def num_clue_tokens(self) -> int:
+        """K': the clue tokens every study gets (0 without clue injection); they end the image segment."""
+        if self.clues is None:
+            return 0
+        return int(select_clues(torch.zeros(1, len(self.classes)), self.clue_select, self.clue_top_k).shape[1])
+
+    def visual_and_clue_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Batch -> (B, M, D) visual tokens in the LLM space, their (B, M) mask (None: all real) and the (B, K', D)
+        clue tokens (None without clue injection), after the clue interaction."""
         features, mask = self.encoder(batch["pixel_values"], batch.get("view_mask"))  # (B, M, C), (B, M) | None
         if self.clues is None:
-            return self.projector(features), mask
+            return self.projector(features), mask, None
         probs = self.perceive_features(features, mask)  # (B, K)
         index = select_clues(probs, self.clue_select, self.clue_top_k)  # (B, K')
         clues = self.clues(probs.to(features.dtype), index).to(features.dtype)  # (B, K', C)
         if self.interaction is not None:
             features, clues = self.interaction(features, mask, clues)
         assert self.clue_projector is not None
-        tokens = torch.cat([self.projector(features), self.clue_projector(clues)], dim=1)  # (B, M + K', D)
-        if mask is None:
-            return tokens, None
-        clue_mask = torch.ones(mask.shape[0], clues.shape[1], dtype=torch.bool, device=mask.device)
-        return tokens, torch.cat([mask, clue_mask], dim=1)
+        return self.projector(features), mask, self.clue_projector(clues)
+
+    def visual_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch -> (B, M + K', D) visual and clue tokens in the LLM space and their mask (None: all real)."""
+        visual, mask, clues = self.visual_and_clue_tokens(batch)
+        return _join(visual, mask, clues)
+
+    def soft_tokens(self, batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """``visual`` (B, M, D) with its mask, ``clues`` (B, K', D) and ``prompt`` (B, L, D), as ``mrg analyze``
+        reads them (the promptbook sees visual and clue tokens together, as in training)."""
+        visual, mask, clues = self.visual_and_clue_tokens(batch)
+        tokens, token_mask = _join(visual, mask, clues)
+        groups: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {"prompt": (self.promptbook(tokens, token_mask), None)}
+        if self.feed_visual_tokens:
+            groups = {"visual": (visual, mask), **({"clues": (clues, None)} if clues is not None else {}), **groups}
+        return groups
+
+    def image_segment_codes(self, visual: torch.Tensor, token_mask: torch.Tensor | None,
+                            codes: dict[str, int]) -> torch.Tensor:
+        """The report model's codes for the (B, M + K') image segment, its last K' positions (the clues) ``clues``."""
+        out = super().image_segment_codes(visual, token_mask, codes)  # (B, M + K')
+        if self.num_clue_tokens:
+            out[:, -self.num_clue_tokens :] = codes["clues"]
+        return out
+
+
+def _join(visual: torch.Tensor, mask: torch.Tensor | None,
+          clues: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, M + K', D) visual then clue tokens and their mask (None: all real); the clue tokens are all real."""
+    if clues is None:
+        return visual, mask
+    tokens = torch.cat([visual, clues], dim=1)  # (B, M + K', D)
+    if mask is None:
+        return tokens, None
+    clue_mask = torch.ones(mask.shape[0], clues.shape[1], dtype=torch.bool, device=mask.device)
+    return tokens, torch.cat([mask, clue_mask], dim=1)
 
 
 def build_trrg_model(cfg: Any, *, llm_lora: bool) -> TRRGReportModel:

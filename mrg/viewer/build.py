@@ -215,6 +215,26 @@ def _evaluation_tables(found: ReportInputs, predictions: Path | None, datasets: 
     return tables
 
 
+def _attach_perceptions(tables: list[tuple[StudyTable, int | None]], path: Path, threshold: float,
+                        notes: list[str]) -> None:
+    """Each row's probabilities from the label-probability CSV ``path`` (rows without an entry keep none)."""
+    from mrg.label_eval import read_label_csv
+
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"--perceive-threshold {threshold}: must be within [0, 1]")
+    found = read_label_csv(path, option="--perceptions")
+    for table, _ in tables:
+        matched = 0
+        for row in table.rows:
+            if row.id in found:
+                row.perceived = found[row.id]
+                matched += 1
+        table.perception_source, table.perceive_threshold = str(path), threshold
+        if matched < len(table.rows):
+            notes.append(f"--perceptions {path}: {len(table.rows) - matched} of {len(table.rows)} studies have no "
+                         "row in it (shown without perceived classes)")
+
+
 def _attach_images(tables: list[tuple[StudyTable, int | None]], thumbnail_size: int, max_views: int) -> tuple[int, int]:
     """Thumbnails for every table with images; returns (thumbnails made, images missing)."""
     thumbnails = missing = 0
@@ -245,6 +265,8 @@ def build_report(
     thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE,
     max_views: int = DEFAULT_MAX_VIEWS,
     images: bool = True,
+    perceptions: Path | None = None,
+    perceive_threshold: float = 0.5,
 ) -> ReportResult:
     """Write one self-contained HTML report of training runs, evaluations and analyses to ``out`` (atomically).
 
@@ -257,6 +279,8 @@ def build_report(
         thumbnail_size: the longer side of each thumbnail in pixels (JPEG, base64 inside the page).
         max_views: thumbnails per study (IU X-ray studies have two views).
         images: False leaves the image column out (a smaller file).
+        perceptions: a label-probability CSV (``mrg perceive``): each study's perceived classes (P >=
+            ``perceive_threshold``) become a column of the per-study tables.
 
     Raises:
         DataError: a folder holds nothing mrg wrote, a file is damaged, or an option names a missing file.
@@ -275,6 +299,8 @@ def build_report(
             table = _validation_table(run, datasets(_run_data_root(run)), notes)
             if table is not None:
                 tables.append((table, None))
+    if perceptions is not None:
+        _attach_perceptions(tables, Path(perceptions), perceive_threshold, notes)
     thumbnails, missing = _attach_images(tables, thumbnail_size, max_views)
     if images:
         from mrg.viewer.vqa_view import attach_vqa_thumbnails

@@ -536,6 +536,40 @@ def _thumbnails(row: StudyRow) -> str:
     return "".join(parts)
 
 
+def _perceived_cell(row: StudyRow, threshold: float) -> str:
+    """The classes perceived at P >= ``threshold``, most probable first; every probability in the tooltip."""
+    ranked = sorted(row.perceived.items(), key=lambda kv: -kv[1])
+    listed = [(obs, p) for obs, p in ranked if p >= threshold]
+    tooltip = "; ".join(f"{obs} {p:.2f}" for obs, p in ranked)
+    items = "".join(f'<li><span class="obs" title="{e(obs)}">{e(SHORT_OBSERVATION[obs])}</span> {p:.2f}</li>'
+                    for obs, p in listed)
+    body = f'<ul class="labels">{items}</ul>' if items else '<span class="muted">none</span>'
+    return f'<td class="lab perceived" data-v="{len(listed)}" title="{e(tooltip)}">{body}</td>'
+
+
+def _perception_note(table: StudyTable) -> str:
+    if table.perception_source is None:
+        return ""
+    return (f" Perceived: class probabilities from {table.perception_source}, listed from P \u2265 "
+            f"{table.perceive_threshold:g} (all in the cell's tooltip).")
+
+
+def _studies_head(table: StudyTable, with_images: bool) -> list[str]:
+    """The header cells of the per-study table."""
+    head = ['<th scope="col" class="num" data-type="num">#</th>', '<th scope="col" data-type="text" data-search>id</th>']
+    if with_images:
+        head.append('<th scope="col" class="nosort">image</th>')
+    head += [
+        '<th scope="col" data-type="text" data-search>generated</th>',
+        '<th scope="col" data-type="text" data-search>reference</th>',
+        '<th scope="col" data-type="num" title="sorted by the number of disagreements">labels gen | ref</th>',
+    ]
+    if table.perception_source is not None:
+        head.append(f'<th scope="col" data-type="num" title="classes with P \u2265 {table.perceive_threshold:g}, '
+                    f'sorted by their number">perceived (P \u2265 {table.perceive_threshold:g})</th>')
+    return head + [f'<th scope="col" class="num score" data-type="num">{e(title)}</th>' for _, title in table.score_columns]
+
+
 def studies_section(table: StudyTable, index: int, anchor: str) -> str:
     """The per-study table with its controls (hidden until the script reveals them)."""
     rows = table.rows
@@ -554,15 +588,7 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         '<span class="page"></span><button type="button" class="next" aria-label="next page">\u203a</button></span>'
         "</div>"
     )
-    head = ['<th scope="col" class="num" data-type="num">#</th>', '<th scope="col" data-type="text" data-search>id</th>']
-    if with_images:
-        head.append('<th scope="col" class="nosort">image</th>')
-    head += [
-        '<th scope="col" data-type="text" data-search>generated</th>',
-        '<th scope="col" data-type="text" data-search>reference</th>',
-        '<th scope="col" data-type="num" title="sorted by the number of disagreements">labels gen | ref</th>',
-    ]
-    head += [f'<th scope="col" class="num score" data-type="num">{e(title)}</th>' for _, title in table.score_columns]
+    head = _studies_head(table, with_images)
     body = []
     for number, row in enumerate(rows, start=1):
         disagreements = row.disagreements
@@ -572,13 +598,15 @@ def studies_section(table: StudyTable, index: int, anchor: str) -> str:
         cells.append(f'<td class="txt gen">{e(row.prediction)}</td>')
         cells.append(f'<td class="txt ref">{e(row.reference)}</td>')
         cells.append(f'<td class="lab" data-v="{len(disagreements)}">{_label_list(row, set(disagreements))}</td>')
+        if table.perception_source is not None:
+            cells.append(_perceived_cell(row, table.perceive_threshold))
         for key, _ in table.score_columns:
             value = row.scores.get(key)
             cells.append(f'<td class="num" data-v="{"" if value is None else repr(value)}">{fmt(value, 3)}</td>')
         attrs = f' data-dis="{e("|".join(disagreements))}"' + (' class="has-dis"' if disagreements else "")
         body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in table.notes)
-    source = f"Labels: {table.labels_source}."
+    source = f"Labels: {table.labels_source}." + _perception_note(table)
     if with_images:
         source += f" Images: {table.images_source}"
         source += f" ({table.missing_images} missing or unreadable, shown as placeholders)." if table.missing_images else "."

@@ -44,6 +44,8 @@ class StudyRow:
     image_paths: list[Path] = field(default_factory=list)
     thumbnails: list[str | None] = field(default_factory=list)
     """``data:`` URIs, or None where an image could not be read."""
+    perceived: dict[str, float] = field(default_factory=dict)
+    """Class -> predicted probability (a label-probability CSV such as ``mrg perceive``'s), when one was given."""
 
     @property
     def disagreements(self) -> list[str]:
@@ -69,6 +71,10 @@ class StudyTable:
     thumbnail_size: int = 96
     """Pixels on the longer side of each thumbnail; shown at two thirds of it, enlarged on hover."""
     notes: list[str] = field(default_factory=list)
+    perception_source: str | None = None
+    """The label-probability CSV whose probabilities fill the "perceived" column (None: no such column)."""
+    perceive_threshold: float = 0.5
+    """P from which a class is listed as perceived."""
 
 
 def _text(row: dict[str, str], side: str) -> str | None:

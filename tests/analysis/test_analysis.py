@@ -82,7 +82,8 @@ def _check_outputs(out: Path, groups: list[str]) -> dict:
     assert attention["mass_sum_max_error"] < 1e-5 and attention["generated_tokens"] > 0
     assert sum(attention["overall"].values()) == pytest.approx(1.0, abs=1e-5)
     for layer in range(len(attention["by_layer"]["visual"])):
-        assert sum(attention["by_layer"][g][layer] for g in GROUPS) == pytest.approx(1.0, abs=1e-5)
+        assert sum(values[layer] for values in attention["by_layer"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(attention["by_layer"]) == {g for g in GROUPS if g != "clues" or "clues" in groups}
     assert attention["implementation"] == "eager" and "SDPA" in attention["implementation_note"]
     for section in (prompts, attention):
         for figure in section["figures"]:

@@ -13,6 +13,7 @@ def test_metrics_json_lists_builtin_model_based_and_method_metrics(run_cli) -> N
     assert rows["ce_f1"]["inputs"] == ["texts", "labels"]
     assert "ratescore" in rows  # a model-based family, registered on import
     assert rows["zero_shot_auroc"]["tasks"] == ["retrieval"]  # registered by the trrg method module
+    assert rows["auroc"]["tasks"] == ["label-classification"]  # mrg evaluate on a label-probability CSV
 
 
 def test_metrics_task_filter_and_unknown_task(run_cli) -> None:

@@ -592,3 +592,35 @@ def test_browser_pages_through_a_long_table(tmp_path: Path) -> None:
     assert result["ready"] is True and result["first"] == PAGE_ROWS and result["page"] == "page 1 / 2"
     assert len(result["second"]) == 30 and result["second"][0] == f"CXR{PAGE_ROWS + 1:04d}"
     assert result["decoded"] == 30
+
+
+def test_report_shows_each_studys_perceived_classes_from_a_perception_csv(run_cli, tmp_path: Path, run_dir: Path,
+                                                                         eval_dir: Path) -> None:
+    """``mrg report --perceptions F.csv`` (what ``mrg demo --method trrg`` passes): a "perceived" column per study."""
+    from mrg.perceive import write_perception_csv
+
+    ids = [f"CXR{i:04d}" for i in range(1, len(PAIRS) + 1)]
+    rows = [{"id": i, "probabilities": {"Cardiomegaly": 0.9 - 0.1 * n, "Pleural Effusion": 0.2 + 0.1 * n}}
+            for n, i in enumerate(ids[:-1])]  # the last study has no row
+    write_perception_csv(tmp_path / "p.csv", rows)
+    out = tmp_path / "report.html"
+    result = run_cli("report", run_dir, eval_dir, "--out", out, "--perceptions", tmp_path / "p.csv",
+                     "--perceive-threshold", "0.55", "--no-images")
+    assert result.exit_code == 0, result.output
+    assert "1 of 6 studies have no row" in result.stderr
+    page, builder = parse_html(out)
+    assert not builder.unbalanced
+    header = [th.text() for th in page.find("table", cls="studies").find("thead").find_all("th")]
+    assert "perceived (P \u2265 0.55)" in header
+    cells = {row.find("td", cls="id").text(): row.find("td", cls="perceived") for row in _study_rows(page)}
+    # CXR0001: Cardiomegaly 0.9 only; CXR0004: 0.6 and 0.5 -> Cardiomegaly only; CXR0005: 0.5 / 0.6 -> effusion
+    listed = {i: [li.find("span", cls="obs").attrs["title"] for li in c.find_all("li")] for i, c in cells.items()}
+    assert listed["CXR0001"] == ["Cardiomegaly"] and listed["CXR0004"] == ["Cardiomegaly"]
+    assert listed["CXR0005"] == ["Pleural Effusion"] and listed["CXR0006"] == []
+    assert cells["CXR0001"].attrs["data-v"] == "1" and "Pleural Effusion 0.20" in cells["CXR0001"].attrs["title"]
+    # without --perceptions there is no such column; a file that is not a perception CSV is one line
+    plain = run_cli("report", run_dir, eval_dir, "--out", tmp_path / "plain.html", "--no-images")
+    assert plain.exit_code == 0 and 'class="lab perceived"' not in (tmp_path / "plain.html").read_text()
+    (tmp_path / "bad.csv").write_text("id,x\n1,2\n")
+    bad = run_cli("report", run_dir, eval_dir, "--out", tmp_path / "b.html", "--perceptions", tmp_path / "bad.csv")
+    assert bad.exit_code == 1 and "--perceptions" in bad.stderr and "Traceback" not in bad.output

@@ -376,7 +376,7 @@ class VQModelConfig:
     max_channels: int = 128
     """Widest conv level."""
     res_blocks: int = 1
-    """Residual blocks per level."""
+    """Residual blocks per level (0: plain strided convolutions, the fastest on a CPU)."""
     codebook_size: int = 512
     """K, the number of codes (image token ids 0..K-1)."""
     code_dim: int = 64
@@ -387,8 +387,9 @@ class VQModelConfig:
 
     def problems(self) -> list[str]:
         found = [f"'model.{key}' must be at least 1, got {getattr(self, key)}"
-                 for key in ("image_size", "base_channels", "max_channels", "res_blocks", "code_dim")
-                 if getattr(self, key) < 1]
+                 for key in ("image_size", "base_channels", "max_channels", "code_dim") if getattr(self, key) < 1]
+        if self.res_blocks < 0:
+            found.append(f"'model.res_blocks' must be >= 0 (0: plain strided convolutions), got {self.res_blocks}")
         if self.codebook_size < 2:
             found.append(f"'model.codebook_size' must be at least 2, got {self.codebook_size}")
         f = self.downsample
@@ -430,8 +431,10 @@ class VQLossConfig:
 
     pixel_l1: float = 1.0
     """Weight of the mean absolute pixel error."""
-    grad_weight: float = 1.0
-    """lambda_grad of lambda_grad * ||grad x - grad x_hat||^2 (MAViLT's clinical gradient weighting); 0 turns it off."""
+    grad_weight: float = 10.0
+    """lambda_grad of lambda_grad * ||grad x - grad x_hat||^2 (MAViLT's clinical gradient weighting); 0 turns it off.
+    The default 10 makes the term about a quarter of the L1 term early in training: squared Sobel differences of
+    [0, 1] images are ~40x smaller than their L1 error (measured on the synthetic set)."""
     grad_operator: Literal["finite-difference", "sobel"] = "sobel"
     """How the image gradient is taken: forward differences, or 3x3 Sobel filters (smoother, less noise-driven)."""
     feat_weight: float = 0.0

@@ -53,14 +53,10 @@ def main() -> None:
     parser.add_argument("--grad-weight", type=float, default=10.0)
     parser.add_argument("--demo-steps", type=int, default=None, help="override the demo preset's steps (smoke runs)")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from mrg.config import load_vq_config
-    from mrg.recipes.vq import train_vq
-
     data = args.out / "synthetic"
     started = time.perf_counter()
     _mrg("prepare", "synthetic", "--out", str(data), "--n", str(args.n), "--image-size", "128")
-    print(f"prepared {args.n} studies in {time.perf_counter() - started:.0f} s")
+    print(f"prepared {args.n} studies in {time.perf_counter() - started:.0f} s", flush=True)
 
     began = time.perf_counter()
     extra = [f"train.steps={args.demo_steps}", f"train.val_every={args.demo_steps}"] if args.demo_steps else []
@@ -71,16 +67,21 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| `mrg train-vq -c demo` | {best['step']} | {best['psnr']:.2f} | {best['ssim']:.4f} | "
           f"{best['grad_mag_error']:.4f} | {best['codebook_usage']:.3f} | {best['codebook_perplexity']:.1f} | "
-          f"{demo_seconds:.0f} s |")
+          f"{demo_seconds:.0f} s |", flush=True)
 
     results: dict[float, list[dict[str, float]]] = {args.grad_weight: [], 0.0: []}
     for seed in args.seeds:
         for weight in results:
-            cfg = load_vq_config("demo", [f"loss.grad_weight={weight}", f"train.seed={seed}",
-                                          f"train.steps={args.compare_steps}", f"train.val_every={args.compare_steps}"])
-            run = train_vq(data, args.out / f"grad{weight:g}-seed{seed}", cfg)
-            results[weight].append(run.metrics)
-            print(f"seed {seed}, lambda_grad {weight:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items()))
+            # through the CLI like the demo run: it sets the OpenMP spin policy (mrg/cli/__init__.py), without which
+            # torch is several times slower on shared cores
+            run = args.out / f"grad{weight:g}-seed{seed}"
+            began = time.perf_counter()
+            _mrg("train-vq", "--data", str(data), "--out", str(run), "-c", "demo", f"loss.grad_weight={weight}",
+                 f"train.seed={seed}", f"train.steps={args.compare_steps}", f"train.val_every={args.compare_steps}")
+            metrics = json.loads((run / "last" / "meta.json").read_text())["metrics"]
+            results[weight].append(metrics)
+            print(f"seed {seed}, lambda_grad {weight:g} ({time.perf_counter() - began:.0f} s): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
     print(f"\n{args.compare_steps} steps each, metrics after the last step on 64 val images, mean ± sd over seeds "
           f"{', '.join(map(str, args.seeds))}:\n")
     print("| lambda_grad | runs | PSNR (dB) | SSIM | grad-mag err | code usage | code perplexity |")

@@ -132,3 +132,17 @@ def test_foreign_output_folder_is_refused(run_cli, synthetic: Path, tmp_path: Pa
     (out / "notes.txt").write_text("mine")
     _one_error(run_cli("train-vq", "--data", synthetic, "--out", out, *TINY), "not empty")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_patch_gan_term_trains_a_discriminator(synthetic: Path, tmp_path: Path) -> None:
+    from mrg.config import load_vq_config
+    from mrg.recipes.vq import load_vq_checkpoint, train_vq
+
+    out = tmp_path / "gan"
+    train_vq(synthetic, out, load_vq_config("tiny", ["loss.gan_weight=0.5", "loss.gan_start=3"]))
+    weights = load_file(str(out / "last" / "trainable.safetensors"))
+    assert any(k.startswith("discriminator.") for k in weights)
+    logged = {line.split(",")[1] for line in (out / "metrics.csv").read_text().splitlines()[1:]}
+    assert {"gan", "disc", "l1", "grad"} <= logged
+    model, _, _ = load_vq_checkpoint(out)  # the tokenizer loads without the discriminator
+    assert not any(k.startswith("discriminator.") for k in model.state_dict())

@@ -9,8 +9,13 @@ import typer
 from rich.table import Table
 
 from mrg.cli.app import app
-from mrg.cli.options import OverridesArg
 from mrg.console import console
+
+VQOverridesArg = Annotated[
+    list[str] | None,  # noqa: UP007  typer needs typing.Optional here
+    typer.Argument(help="Dotted overrides of the tokenizer config, e.g. model.codebook_size=512 loss.grad_weight=0.",
+                   show_default=False),
+]
 
 
 @app.command("train-vq")
@@ -19,7 +24,7 @@ def train_vq_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, metrics and best/last pointers.")],
     config: Annotated[str, typer.Option("--config", "-c", help="Preset of mrg/configs/vq (demo, tiny) or a YAML path.")] = "demo",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out from its last checkpoint.")] = False,
-    overrides: OverridesArg = None,
+    overrides: VQOverridesArg = None,
 ) -> None:
     """Train the image tokenizer of MAViLT: pixel L1 + lambda_grad image-gradient term (+ lambda_feat feature term).
 

@@ -109,3 +109,34 @@ class ExtendedVocabulary(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, D) final hidden states -> (B, T, V + K + 2) logits; the first V are the base head's own."""
         return torch.cat([self.base_head(hidden), hidden @ self.new_head.to(hidden.dtype).t()], dim=-1)
+
+
+IGNORE_INDEX = -100
+DIRECTIONS = ("image-to-report", "report-to-image")
+
+
+def pair_sequence(
+    vocab: ImageVocabulary, text_ids: list[int], codes: torch.Tensor, direction: str, *, bos_id: int | None, eos_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image-report pair as ``(input_ids, labels)`` (both ``(T,)``) in either direction of the unified model.
+
+    ``image-to-report``: ``[BOS] <boi> codes <eoi> report [EOS]``, loss on the report and EOS;
+    ``report-to-image``: ``[BOS] report <boi> codes <eoi>``, loss on the codes and ``<eoi>`` (``<boi>`` is the
+    prompt's last token: generation starts the image by placing it, so it needs no loss).
+
+    Args:
+        text_ids: the report's token ids, without special tokens.
+        codes: ``(h, w)`` VQ codes of the image.
+        bos_id: the LLM's BOS id, or None for LLMs without one.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    image = vocab.image_sequence(codes[None])[0].tolist()  # <boi> codes <eoi>
+    head = [bos_id] if bos_id is not None else []
+    if direction == "image-to-report":
+        prefix, target = head + image, [*text_ids, eos_id]
+    else:
+        prefix, target = head + [*text_ids, image[0]], image[1:]
+    ids = torch.tensor(prefix + target, dtype=torch.long)
+    labels = torch.tensor([IGNORE_INDEX] * len(prefix) + target, dtype=torch.long)
+    return ids, labels

@@ -68,3 +68,18 @@ def test_only_the_new_rows_train(llm) -> None:
     used = torch.tensor([0, 1, 3, 4, 8])  # <boi>, <eoi>, codes 1, 2, 6 -> rows 0, 1, 3, 4, 8
     assert not torch.allclose(ext.new_embeddings.detach()[used], new_in[used])
     assert not torch.allclose(ext.new_head.detach(), new_out)  # every output row gets the softmax gradient
+
+
+def test_pair_sequences_in_both_directions() -> None:
+    from mrg.model.vocab import IGNORE_INDEX, pair_sequence
+
+    vocab = ImageVocabulary(base_size=50, num_codes=8)
+    codes = torch.tensor([[1, 2], [3, 4]])
+    ids, labels = pair_sequence(vocab, [7, 8, 9], codes, "image-to-report", bos_id=1, eos_id=2)
+    assert ids.tolist() == [1, 50, 53, 54, 55, 56, 51, 7, 8, 9, 2]
+    assert labels.tolist() == [IGNORE_INDEX] * 7 + [7, 8, 9, 2]
+    ids, labels = pair_sequence(vocab, [7, 8, 9], codes, "report-to-image", bos_id=None, eos_id=2)
+    assert ids.tolist() == [7, 8, 9, 50, 53, 54, 55, 56, 51]
+    assert labels.tolist() == [IGNORE_INDEX] * 4 + [53, 54, 55, 56, 51]
+    with pytest.raises(ValueError, match="direction"):
+        pair_sequence(vocab, [7], codes, "sideways", bos_id=1, eos_id=2)

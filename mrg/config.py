@@ -386,6 +386,161 @@ class LMConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VQModelConfig:
+    """The image tokenizer's architecture (``mrg train-vq``): conv encoder -> vector quantiser -> conv decoder.
+
+    Every field decides which weights exist or what a token id means, so a checkpoint made with other values is
+    refused (``mrg.recipes.vq``) with the differing fields named.
+    """
+
+    image_size: int = 128
+    """Side of the square grayscale image the tokenizer sees (images are resized to it)."""
+    downsample: int = 8
+    """Downsampling factor f (a power of 2): an image becomes (image_size / f)^2 tokens."""
+    base_channels: int = 32
+    """Width of the first encoder level; it doubles at each downsampling, up to ``max_channels``."""
+    max_channels: int = 128
+    """Widest conv level."""
+    res_blocks: int = 1
+    """Residual blocks per level (0: plain strided convolutions, the fastest on a CPU)."""
+    codebook_size: int = 512
+    """K, the number of codes (image token ids 0..K-1)."""
+    code_dim: int = 64
+    """D, the width of a code."""
+    update: Literal["ema", "codebook-loss"] = "ema"
+    """How codes learn: exponential moving averages of the vectors assigned to them (VQ-VAE-2), or gradient descent
+    on the codebook loss ||sg[z] - e||^2 (VQ-VAE); the encoder learns through the straight-through estimator either way."""
+
+    def problems(self) -> list[str]:
+        found = [f"'model.{key}' must be at least 1, got {getattr(self, key)}"
+                 for key in ("image_size", "base_channels", "max_channels", "code_dim") if getattr(self, key) < 1]
+        if self.res_blocks < 0:
+            found.append(f"'model.res_blocks' must be >= 0 (0: plain strided convolutions), got {self.res_blocks}")
+        if self.codebook_size < 2:
+            found.append(f"'model.codebook_size' must be at least 2, got {self.codebook_size}")
+        f = self.downsample
+        if f < 1 or f & (f - 1):
+            found.append(f"'model.downsample' must be a power of 2 (1, 2, 4, 8, 16), got {f}")
+        elif self.image_size % f:
+            found.append(f"'model.image_size' ({self.image_size}) must be divisible by 'model.downsample' ({f})")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQQuantizerConfig:
+    """Training settings of the vector quantiser (they change how codes move, not which weights exist)."""
+
+    commitment: float = 0.25
+    """beta of the commitment loss beta * ||z - sg[e]||^2 that keeps encoder outputs near their codes."""
+    ema_decay: float = 0.99
+    """Decay of the code averages when ``model.update: ema``."""
+    restart_every: int = 50
+    """Every this many steps, codes used fewer than ``restart_threshold`` times since the last check are moved onto
+    random encoder outputs of the current batch (dead-code restart); 0 turns restarts off."""
+    restart_threshold: float = 1.0
+    """Uses since the last check below which a code counts as dead."""
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.commitment < 0:
+            found.append(f"'quantizer.commitment' must be >= 0, got {self.commitment}")
+        if not 0 < self.ema_decay < 1:
+            found.append(f"'quantizer.ema_decay' must be in (0, 1), got {self.ema_decay}")
+        if self.restart_every < 0:
+            found.append(f"'quantizer.restart_every' must be >= 0 (0: no restarts), got {self.restart_every}")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQLossConfig:
+    """The reconstruction loss: pixel L1 + lambda_grad image-gradient term + lambda_feat feature term (+ patch GAN)."""
+
+    pixel_l1: float = 1.0
+    """Weight of the mean absolute pixel error."""
+    grad_weight: float = 10.0
+    """lambda_grad of lambda_grad * ||grad x - grad x_hat||^2 (MAViLT's clinical gradient weighting); 0 turns it off.
+    The default 10 makes the term about a quarter of the L1 term early in training: squared Sobel differences of
+    [0, 1] images are ~40x smaller than their L1 error (measured on the synthetic set)."""
+    grad_operator: Literal["finite-difference", "sobel"] = "sobel"
+    """How the image gradient is taken: forward differences, or 3x3 Sobel filters (smoother, less noise-driven)."""
+    feat_weight: float = 0.0
+    """lambda_feat of lambda_feat * ||phi(x) - phi(x_hat)||^2; 0 turns it off (and nothing is loaded)."""
+    feat_encoder: str = ""
+    """phi: a vision backbone by hub id, local folder (e.g. a CXR encoder saved with save_pretrained) or random:<kind>
+    spec, frozen, through mrg's visual encoder (patch tokens); needed when ``feat_weight`` > 0."""
+    gan_weight: float = 0.0
+    """Weight of the hinge patch-GAN term for the decoder; 0 (default) builds no discriminator."""
+    gan_start: int = 0
+    """Step from which the GAN term is on (the discriminator trains from then too)."""
+
+    def problems(self) -> list[str]:
+        found = [f"'loss.{key}' must be >= 0, got {getattr(self, key)}"
+                 for key in ("pixel_l1", "grad_weight", "feat_weight", "gan_weight", "gan_start")
+                 if getattr(self, key) < 0]
+        if self.feat_weight > 0 and not self.feat_encoder.strip():
+            found.append("'loss.feat_weight' > 0 needs 'loss.feat_encoder' (a hub id, local folder or random:<kind>)")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQTrainConfig:
+    """Optimisation, validation and checkpoint cadence of ``mrg train-vq``."""
+
+    steps: int = 300
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Images per step (drawn from the train split without replacement within a step)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW, linear warm-up, cosine decay to 10% of it)."""
+    warmup_steps: int = 20
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on conv matrices."""
+    val_every: int = 100
+    """Validate (and checkpoint) every this many steps, and at the last step."""
+    val_images: int = 64
+    """Images of the val split used by each validation (the first ones, in file order); 0: all."""
+    keep_last: int = 2
+    """Step folders kept besides best and last (0 keeps all)."""
+    seed: int = 0
+    """Seed for the weights, the batches and the restarts."""
+
+    def problems(self) -> list[str]:
+        found = [f"'train.{key}' must be at least 1, got {getattr(self, key)}"
+                 for key in ("steps", "batch_size", "val_every") if getattr(self, key) < 1]
+        if self.lr <= 0:
+            found.append(f"'train.lr' must be positive, got {self.lr}")
+        found += [f"'train.{key}' must be >= 0, got {getattr(self, key)}"
+                  for key in ("warmup_steps", "val_images", "keep_last") if getattr(self, key) < 0]
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQConfig:
+    """``mrg train-vq``: the image tokenizer (presets in ``mrg/configs/vq/``; keys as ``model.codebook_size=256``)."""
+
+    model: VQModelConfig = field(default_factory=VQModelConfig)
+    quantizer: VQQuantizerConfig = field(default_factory=VQQuantizerConfig)
+    loss: VQLossConfig = field(default_factory=VQLossConfig)
+    train: VQTrainConfig = field(default_factory=VQTrainConfig)
+
+
+VQ_PRESET_DIR = PRESET_DIR / "vq"
+
+
+def load_vq_config(source: str | None = None, overrides: list[str] | None = None) -> VQConfig:
+    """The tokenizer config from a preset of ``mrg/configs/vq/`` (or a YAML path) plus ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unknown preset, file or key, wrong types, inconsistent values; every problem in one message.
+    """
+    data = read_config_file(resolve_config_source(source, preset_dir=VQ_PRESET_DIR)) if source else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level of a VQ config file must be a mapping of sections")
+    return build_config(VQConfig, data, overrides)
+
+
+@dataclass(frozen=True, kw_only=True)
 class MethodOptions:
     """The ``method`` section of a method without settings of its own; methods with settings subclass it."""
 
@@ -656,9 +811,9 @@ def _build_mixed(cls: type[C], data: Any, prefix: str, problems: list[str]) -> C
     return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
 
 
-def list_presets() -> list[str]:
-    """Names of the YAML presets shipped in ``mrg/configs``."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+def list_presets(preset_dir: Path = PRESET_DIR) -> list[str]:
+    """Names of the YAML presets shipped in ``mrg/configs`` (or another preset folder, e.g. ``mrg/configs/vq``)."""
+    return sorted(p.stem for p in preset_dir.glob("*.yaml"))
 
 
 def read_config_file(path: Path) -> Any:
@@ -678,17 +833,17 @@ def read_config_file(path: Path) -> Any:
     return data
 
 
-def resolve_config_source(source: str) -> Path:
-    """The YAML file behind ``source``: a preset name from ``mrg/configs`` or a path to a YAML file."""
+def resolve_config_source(source: str, *, preset_dir: Path = PRESET_DIR) -> Path:
+    """The YAML file behind ``source``: a preset name from ``preset_dir`` (``mrg/configs``) or a path to a YAML file."""
     candidate = Path(source)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.is_file():
-            raise ConfigError(f"--config {source}: file not found; give a preset ({', '.join(list_presets())}) or a YAML path")
+            raise ConfigError(f"--config {source}: file not found; give a preset ({', '.join(list_presets(preset_dir))}) or a YAML path")
         return candidate
-    preset = PRESET_DIR / f"{source}.yaml"
+    preset = preset_dir / f"{source}.yaml"
     if preset.is_file():
         return preset
-    presets = list_presets()
+    presets = list_presets(preset_dir)
     close = difflib.get_close_matches(source, presets, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ConfigError(

@@ -42,6 +42,8 @@ VAL_METRICS_NAME = "val_metrics.jsonl"
 VAL_DIR_NAME = "val"
 TENSORBOARD_DIR_NAME = "tensorboard"
 RUN_RECORD_NAME = "run.json"
+VQ_RECORD_NAME = "vq.json"
+"""An image-tokenizer run (``mrg train-vq``): the dataset that trained it, its config and provenance."""
 
 # ---------------------------------------------------------------------------------------- analysis folder
 

@@ -164,6 +164,21 @@ def _clinical_metrics() -> list[Metric]:
     return out
 
 
+def _reconstruction_metrics() -> list[Metric]:
+    """What each validation of ``mrg train-vq`` reports (``mrg.metrics.image``)."""
+    common = {"family": "reconstruction", "inputs": ("images",), "tasks": (RECONSTRUCTION,)}
+    return [
+        Metric("psnr", "PSNR", protocol="10 log10(1/MSE), data range 1, mean over images", headline=True, **common),
+        Metric("ssim", "SSIM", protocol="Wang et al. 2004, Gaussian window 11 / sigma 1.5, K1 0.01, K2 0.03",
+               headline=True, **common),
+        Metric("grad_mag_error", "Grad-mag err", higher_is_better=False, headline=True,
+               protocol="mean |Sobel magnitude(x) - Sobel magnitude(x_hat)|", **common),
+        Metric("codebook_usage", "Code usage", protocol="share of codes chosen at least once over the val images",
+               **common),
+        Metric("codebook_perplexity", "Code perplexity", protocol="exp(entropy) of the code histogram", **common),
+    ]
+
+
 _BUILTIN = [
     Metric("bleu_1", "BLEU-1", "nlg", protocol="pycocoevalcap Bleu(4), corpus level", headline=True),
     Metric("bleu_2", "BLEU-2", "nlg", protocol="pycocoevalcap Bleu(4), corpus level"),
@@ -173,6 +188,7 @@ _BUILTIN = [
     Metric("rouge_l", "ROUGE-L", "nlg", protocol="pycocoevalcap Rouge (LCS, beta 1.2)", headline=True),
     Metric("cider", "CIDEr", "nlg", protocol="pycocoevalcap Cider (CIDEr-D, sigma 6)", headline=True),
     *_clinical_metrics(),
+    *_reconstruction_metrics(),
 ]
 register_metrics(_BUILTIN)
 

@@ -78,6 +78,10 @@ class TRRGOptions(MethodOptions):
     """Attention heads of the interaction (must divide the encoder's feature width)."""
     finetune_lora: bool = False
     """LoRA adapters on the LLM in ``finetune`` (``model.llm.lora_*``); the LLM's own weights never train."""
+    no_finding: Literal["derived", "prompt"] = "derived"
+    """How "No Finding" is perceived: ``derived`` P = prod(1 - p_k) over the perceived pathology classes (CheXpert's
+    definition; Support Devices is not a pathology), ``prompt`` its own prompts "there is no finding." / "no no
+    finding." (which a text encoder trained on reports reads backwards: AUROC 0.09-0.12 on the synthetic set)."""
     perceive_threshold: float = 0.5
     """P(present) from which ``mrg demo`` lists a class as perceived (``mrg perceive`` writes the probabilities)."""
 
@@ -218,7 +222,8 @@ def _build_pretrain_model(cfg: RunConfig) -> nn.Module:
         torch.manual_seed(cfg.train.seed + 1)  # the same text encoder and head as finetune builds
         text_encoder = TextEncoder(o.text_encoder, max_length=o.text_max_length)
         model = ContrastivePretrainModel(encoder, text_encoder, dim=o.contrastive_dim, negated=o.negated_sentences,
-                                         init_temperature=o.init_temperature, label_prompts=o.label_prompts)
+                                         init_temperature=o.init_temperature, label_prompts=o.label_prompts,
+                                         no_finding=o.no_finding)
     model.image_settings = image_settings_for(encoder_dir, encoder.num_channels)
     return model
 

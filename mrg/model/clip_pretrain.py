@@ -24,13 +24,14 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
     """Image-text contrastive pre-training of a visual encoder (``encoder.*``) against a text encoder."""
 
     def __init__(self, encoder: nn.Module, text_encoder: TextEncoder, *, dim: int = 128, negated: str = "keep",
-                 init_temperature: float = 0.07, label_prompts: bool = False) -> None:
+                 init_temperature: float = 0.07, label_prompts: bool = False, no_finding: str = "derived") -> None:
         super().__init__()
         self.encoder = encoder
         self.text_encoder = text_encoder
         self.head = ContrastiveHead(encoder.num_features, text_encoder.hidden_size, dim, init_temperature=init_temperature)
         self.negated = negated
         self.label_prompts = label_prompts
+        self.no_finding = no_finding
         """Add the report's label prompts ("there is X." / "no X.", mrg's labeler on the report) as positives."""
 
     def unused_parameter_names(self) -> set[str]:
@@ -72,20 +73,47 @@ class ContrastivePretrainModel(TrainableState, nn.Module):
     @torch.no_grad()
     def zero_shot_scores(self, batch: dict[str, Any], classes: Sequence[str]) -> torch.Tensor:
         """(B, K) zero-shot scores: P("there is X") against "no X" for each class, from the image features."""
-        return prompt_probabilities(self.head, self.text_encoder, self.image_features(batch), classes)
+        return prompt_probabilities(self.head, self.text_encoder, self.image_features(batch), classes,
+                                    no_finding=self.no_finding)
+
+
+NO_FINDING_MODES = ("derived", "prompt")
+"""How zero-shot perception scores "No Finding": ``derived`` P = prod(1 - p_k) over the perceived pathology
+classes (CheXpert's definition: no pathology present; Support Devices is not one), ``prompt`` its own prompts."""
 
 
 def prompt_probabilities(head: ContrastiveHead, text_encoder: TextEncoder, image: torch.Tensor,
-                         classes: Sequence[str], prompts: torch.Tensor | None = None) -> torch.Tensor:
+                         classes: Sequence[str], prompts: torch.Tensor | None = None,
+                         no_finding: str = "derived") -> torch.Tensor:
     """(B, K) P(class present) from (B, C) pooled image features: a softmax over the scaled cosine
     similarities to the prompts "there is X." and "no X." (TRRG's zero-shot disease perception).
 
-    ``prompts``: the (2K, d) ``prompt_features`` when already computed (a frozen text side)."""
+    ``prompts``: the (2K, d) ``prompt_features`` when already computed (a frozen text side).
+    ``no_finding``: ``derived`` (default) scores "No Finding" as P(no perceived pathology) = prod(1 - p_k);
+    its prompts "there is no finding." / "no no finding." read as the opposite of what they mean to a text
+    encoder trained on reports, which never say them (measured: AUROC 0.09-0.12 on the synthetic set).
+    ``prompt`` keeps the prompt probability; so does ``derived`` when no pathology class is perceived."""
     img = nn.functional.normalize(head.image_proj(image), dim=-1)  # (B, d)
     txt = prompt_features(head, text_encoder, classes) if prompts is None else prompts  # (2K, d)
     sims = head.scale() * img @ txt.T.to(img.dtype)  # (B, 2K)
     k = len(classes)
-    return torch.softmax(torch.stack([sims[:, :k], sims[:, k:]], dim=-1).float(), dim=-1)[..., 0]
+    probs = torch.softmax(torch.stack([sims[:, :k], sims[:, k:]], dim=-1).float(), dim=-1)[..., 0]  # (B, K)
+    return derive_no_finding(probs, classes) if no_finding == "derived" else probs
+
+
+def derive_no_finding(probs: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+    """(B, K) ``probs`` with the "No Finding" column replaced by prod(1 - p_k) over the pathology classes
+    among ``classes`` (all but No Finding and Support Devices); unchanged without either."""
+    from mrg.metrics.labeler import NO_FINDING
+
+    if NO_FINDING not in classes:
+        return probs
+    pathology = [j for j, c in enumerate(classes) if c not in (NO_FINDING, "Support Devices")]
+    if not pathology:
+        return probs
+    out = probs.clone()
+    out[:, list(classes).index(NO_FINDING)] = (1 - probs[:, pathology]).prod(dim=1)
+    return out
 
 
 def prompt_features(head: ContrastiveHead, text_encoder: TextEncoder, classes: Sequence[str]) -> torch.Tensor:

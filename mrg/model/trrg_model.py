@@ -43,7 +43,8 @@ class TRRGReportModel(ReportModel):
 
     def __init__(self, *, text_encoder: TextEncoder, head: ContrastiveHead, classes: Sequence[str],
                  clues: ClueInjection | None, interaction: ClueInteraction | None, clue_projector: Projector | None,
-                 clue_select: str = "all", clue_top_k: int = 5, **report_kwargs: Any) -> None:
+                 clue_select: str = "all", clue_top_k: int = 5, no_finding: str = "derived",
+                 **report_kwargs: Any) -> None:
         super().__init__(**report_kwargs)
         self.text_encoder = text_encoder
         self.head = head
@@ -52,6 +53,7 @@ class TRRGReportModel(ReportModel):
         self.interaction = interaction
         self.clue_projector = clue_projector
         self.clue_select, self.clue_top_k = clue_select, clue_top_k
+        self.no_finding = no_finding
         self._prompt_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.train(self.training)
 
@@ -87,7 +89,7 @@ class TRRGReportModel(ReportModel):
     def perceive_features(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, K) zero-shot P(class present) of ``self.classes`` from (B, M, C) encoder features."""
         return prompt_probabilities(self.head, self.text_encoder, self._pool(features, mask).float(), self.classes,
-                                    prompts=self._prompts())
+                                    prompts=self._prompts(), no_finding=self.no_finding)
 
     @torch.no_grad()
     def perceive(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -180,7 +182,7 @@ def build_trrg_model(cfg: Any, *, llm_lora: bool) -> TRRGReportModel:
                                                      "max_report_tokens", "image_settings", "feed_visual_tokens")}
     model = TRRGReportModel(text_encoder=text_encoder, head=head, classes=classes, clues=clues,
                             interaction=interaction, clue_projector=projector, clue_select=o.clue_select,
-                            clue_top_k=o.clue_top_k, **parts)
+                            clue_top_k=o.clue_top_k, no_finding=o.no_finding, **parts)
     model.encoder.unused_parameters = base.encoder.unused_parameters
     return model
 

@@ -57,3 +57,29 @@ def test_auroc_by_hand_and_per_class() -> None:
     labels = torch.tensor([[0.0, 1.0], [0.0, float("nan")], [1.0, 1.0], [1.0, 1.0]])
     out = per_class_auroc(torch.stack([scores, scores], dim=1), labels, ["A", "B"])
     assert out == {"zero_shot_auroc/A": pytest.approx(0.75), "zero_shot_auroc": pytest.approx(0.75)}  # B: one outcome
+
+
+def test_no_finding_is_derived_from_the_pathology_classes() -> None:
+    from mrg.model.clip_pretrain import derive_no_finding
+
+    classes = ["Edema", "No Finding", "Support Devices", "Pneumonia"]
+    probs = torch.tensor([[0.5, 0.9, 0.7, 0.2], [0.0, 0.1, 1.0, 0.0]])
+    out = derive_no_finding(probs, classes)
+    # P(no pathology) = (1 - 0.5)(1 - 0.2) = 0.4; Support Devices is not a pathology, so row 2 is 1.0
+    assert out[:, 1].tolist() == pytest.approx([0.4, 1.0])
+    assert torch.equal(out[:, [0, 2, 3]], probs[:, [0, 2, 3]]) and probs[0, 1] == pytest.approx(0.9)
+    assert torch.equal(derive_no_finding(probs[:, :1], ["Edema"]), probs[:, :1])  # no No Finding column
+    only = torch.tensor([[0.3, 0.6]])
+    assert torch.equal(derive_no_finding(only, ["No Finding", "Support Devices"]), only)  # no pathology perceived
+
+
+def test_zero_shot_scores_follow_the_no_finding_option() -> None:
+    model = _model().eval()
+    batch = {"pixel_values": torch.randn(2, 1, 3, 64, 64), "view_mask": torch.ones(2, 1, dtype=torch.bool)}
+    classes = ["Edema", "No Finding", "Pneumonia"]
+    derived = model.zero_shot_scores(batch, classes)
+    assert derived[:, 1].tolist() == pytest.approx(((1 - derived[:, 0]) * (1 - derived[:, 2])).tolist())
+    model.no_finding = "prompt"
+    prompt = model.zero_shot_scores(batch, classes)
+    assert torch.equal(prompt[:, [0, 2]], derived[:, [0, 2]])
+    assert not torch.allclose(prompt[:, 1], derived[:, 1])

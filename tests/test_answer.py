@@ -120,3 +120,21 @@ def test_data_tasks_are_checked_when_the_config_loads() -> None:
     assert "'data.tasks' names 'rep', which is not a task" in message
     assert "'data.tasks.vqa' must be a positive weight" in message
     assert "'data.tasks' has vqa but 'data.vqa_root' is empty" in message
+
+
+def test_trrg_trains_on_questions_and_answers_them(tmp_path: Path, vqa_data, run_cli) -> None:
+    """The vqa task is the method's, not MRG-LLM's: TRRG's fine-tuning mixes it in and `mrg answer` reads its run."""
+    from mrg.recipes.train import train
+
+    data, vqa = vqa_data
+    run = tmp_path / "trrg"
+    cfg = load_config("trrg-tiny", training_fixtures.tiny_overrides(
+        data, f"data.vqa_root={vqa}", "data.max_views=1", "data.tasks={report: 1, vqa: 1}", "train.max_steps=2",
+        "stages.pretrain.train.max_steps=1"))
+    train(cfg, run)
+    out = tmp_path / "answers.jsonl"
+    cli = run_cli("answer", "--checkpoint", run, "--data", vqa, "--split", "test", "--out", out, "--bootstrap", "20")
+    assert cli.exit_code == 0, cli.stdout + cli.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(isinstance(r["prediction"], str) for r in rows)
+    assert "majority" in json.loads(out.with_name(out.name + ".metrics.json").read_text())["baselines"]

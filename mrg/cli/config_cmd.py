@@ -17,13 +17,19 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("list")
 def list_cmd() -> None:
-    """List the configuration presets shipped with mrg."""
-    from mrg.config import PRESET_DIR, list_presets
+    """List the configuration presets shipped with mrg: runs (``mrg train``, ``mrg demo``), image tokenizers
+    (``mrg train-vq -c``) and benchmarks (``mrg benchmark --config``)."""
+    from mrg.config import PRESET_DIR, VQ_PRESET_DIR, list_presets
 
-    for name in list_presets():
-        first = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
-        summary = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        console.print(f"[bold]{name}[/]  {summary}", soft_wrap=True)
+    groups = [("run presets (mrg train --config NAME)", PRESET_DIR),
+              ("image tokenizer presets (mrg train-vq -c NAME)", VQ_PRESET_DIR),
+              ("benchmark presets (mrg benchmark --config NAME)", PRESET_DIR / "benchmarks")]
+    for index, (title, folder) in enumerate(groups):
+        console.print(("\n" if index else "") + f"[bold underline]{title}[/]")
+        for name in list_presets(folder):
+            first = (folder / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
+            summary = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+            console.print(f"[bold]{name}[/]  {summary}", soft_wrap=True)
 
 
 @config_app.command("show")

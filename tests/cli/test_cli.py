@@ -67,3 +67,11 @@ def test_cli_sets_short_openmp_spin_unless_user_chose_a_policy() -> None:
     assert _spincount_after_import({}) == "10000"
     assert _spincount_after_import({"GOMP_SPINCOUNT": "0"}) == "0"
     assert _spincount_after_import({"OMP_WAIT_POLICY": "PASSIVE"}) == "unset"
+
+
+def test_config_list_shows_run_tokenizer_and_benchmark_presets(run_cli) -> None:
+    out = run_cli("config", "list").stdout
+    runs, vq, bench = (out.index(title) for title in ("run presets", "image tokenizer presets", "benchmark presets"))
+    assert runs < vq < bench
+    assert "trrg-demo" in out[runs:vq] and "demo  The demo's image tokenizer" in out[vq:bench]
+    assert "trrg-ablations" in out[bench:] and "trrg-ablations" not in out[:bench]

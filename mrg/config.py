@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -886,12 +887,14 @@ def build_config(cls: type[C], data: dict[str, Any] | None = None, overrides: li
         # a value that failed above stands at its default here, so the checks below still see a whole config
         problems.extend(p for p in validate(cfg) if p not in problems)
         if isinstance(cfg, RunConfig) and method is not None and resolve_stages:
-            cfg, stage_problems = _resolve_stages(cfg, method)
+            cfg, stage_problems = _resolve_stages(cfg, method, known=problems)
             problems.extend(stage_problems)
     finally:
         _SECTION_TYPES.reset(token)
     if problems:
-        raise ConfigError("; ".join(problems))
+        err = ConfigError("; ".join(problems))
+        err.problems = problems  # type: ignore[attr-defined]  # each apart, so a stage can leave out the run's
+        raise err
     return cfg
 
 
@@ -918,9 +921,10 @@ def _method_for(name: str, problems: list[str]) -> Any:
         return None
 
 
-def _resolve_stages(cfg: RunConfig, method: Any) -> tuple[RunConfig, list[str]]:
+def _resolve_stages(cfg: RunConfig, method: Any, known: Sequence[str] = ()) -> tuple[RunConfig, list[str]]:
     """Resolve every stage of ``method`` (each must build, and its ``train.select`` must suit its validation)
-    and store the ``stages`` section with typed values."""
+    and store the ``stages`` section with typed values. A stage's problems already among ``known`` (the run's
+    own) are not repeated."""
     from mrg.metrics.registry import selection_problems
 
     problems: list[str] = []
@@ -942,7 +946,10 @@ def _resolve_stages(cfg: RunConfig, method: Any) -> tuple[RunConfig, list[str]]:
         try:
             resolved = stage_config(cfg, stage.name, _section=section)
         except ConfigError as err:
-            problems.append(f"stage {stage.name}: {err}" if method.multi_stage else str(err))
+            own = [p for p in getattr(err, "problems", [str(err)]) if p not in known]
+            if own:
+                joined = "; ".join(own)
+                problems.append(f"stage {stage.name}: {joined}" if method.multi_stage else joined)
             continue
         if resolved.train.val_every != -1:
             option = f"stages.{stage.name}.train.select" if "select" in section.get("train", {}) else "train.select"

@@ -136,3 +136,12 @@ def test_build_config_does_not_mutate_its_input() -> None:
     data = {"train": {"epochs": 3}}
     build_config(RunConfig, data, ["train.lr=0.5"])
     assert data == {"train": {"epochs": 3}}
+
+
+def test_a_run_problem_is_not_repeated_for_each_stage() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("trrg-tiny", ["method.classes=[Edma]"])
+    assert str(err.value).count("names 'Edma'") == 1 and "stage pretrain" not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # a stage's own problem still names the stage
+        load_config("trrg-tiny", ["stages.pretrain.train.lr=abc"])
+    assert str(err.value) == "stage pretrain: 'train.lr' must be float, got 'abc'"

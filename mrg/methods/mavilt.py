@@ -13,7 +13,8 @@ each study's first view into h*w codes; the LLM's vocabulary is extended with ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from torch import nn
 
@@ -98,8 +99,55 @@ class MAViLT(ReportMethod):
     def never_trains(self, name: str) -> bool:
         return llm_weight(name) or name.startswith("encoder.")
 
+    demo_preset = "mavilt-demo"
+
+    def demo_overrides(self, data_dir: Path, out_dir: Path, *, fast: bool) -> list[str]:
+        """Train the demo's image tokenizer (``vq/demo`` at 64 px, 128 codes) into ``OUT/vq`` first."""
+        from mrg.config import load_vq_config
+        from mrg.recipes.vq import train_vq
+
+        steps = 150 if fast else 400
+        cfg = load_vq_config("demo", ["model.image_size=64", "model.codebook_size=128", f"train.steps={steps}",
+                                      f"train.val_every={steps}", "train.val_images=32"])
+        train_vq(data_dir, out_dir / "vq", cfg)
+        return [f"method.vq={out_dir / 'vq'}"] + (["stages.finetune.train.max_steps=50"] if fast else [])
+
+    def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+        """Three test reports synthesized (``OUT/synthesized``) beside their real image's path and reconstruction."""
+        from mrg.data.prepared import load_prepared_dataset
+        from mrg.synthesize import Prompt, synthesize
+
+        test = load_prepared_dataset(data_dir).split("test")[:3]
+        rows = synthesize(run_dir, [Prompt(s.id, s.report, s.id) for s in test], out_dir / "synthesized", seed=0,
+                          top_k=32)
+        recon = _reconstruct(cfg, data_dir, test, out_dir / "reconstructed")
+        return {"synthesized": [{"study_id": r["study_id"], "synthesized": str(out_dir / "synthesized" / f"{r['id']}.png"),
+                                 "reconstructed": recon.get(r["study_id"]),
+                                 "real": str(data_dir / s.image_paths[0])} for r, s in zip(rows, test, strict=True)]}
+
     def build_model(self, cfg: RunConfig, stage: Stage) -> nn.Module:
         return build_mavilt_model(cfg, preserve=stage.name == "finetune")
+
+
+def _reconstruct(cfg: RunConfig, data_dir: Path, studies: list[Any], out: Path) -> dict[str, str]:
+    """Each study's first view through the tokenizer and back: ``OUT/<id>.png``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from mrg.analysis.png import save_png
+
+    vq, _ = load_method_vq(_options(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    found = {}
+    size = vq.cfg.image_size
+    for s in studies:
+        image = Image.open(data_dir / s.image_paths[0]).convert("L").resize((size, size))
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)[None, None]
+        y = vq.decode(vq.encode(x))[0, 0].numpy()
+        found[s.id] = str(save_png(Image.fromarray((y * 255).round().clip(0, 255).astype(np.uint8), mode="L"),
+                                   out / f"{s.id}.png"))
+    return found
 
 
 def load_method_vq(o: MAViLTOptions):  # noqa: ANN201 - (VQAutoencoder, step dir)

@@ -169,7 +169,8 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm"
         lm = train_report_lm(data_dir, lm_dir, build_config(LMConfig, {}, list(plan.lm_overrides)))
     with timed(2, "train"):
         cfg = load_config(chosen.demo_preset, [f"data.root={data_dir}", f"model.llm.name_or_path={lm_dir}",
-                                               *plan.train_overrides])
+                                               *plan.train_overrides,
+                                               *chosen.demo_overrides(data_dir, out_dir, fast=fast)])
         dataset = load_prepared_dataset(data_dir)
         scorer = make_scorer(cfg.eval, dataset.normalize)  # starts METEOR's JVM now, in the background
         train(cfg, run_dir, resume="auto", scorer=scorer)

@@ -36,7 +36,7 @@ __all__ = ["app", "main"]
 # Importing a command module registers its commands on `app`; the help lists them in this order,
 # then any other module in this package alphabetically.
 _COMMAND_ORDER = ("prepare", "train", "generate", "answer", "evaluate", "label", "report", "analyze", "methods", "metrics", "benchmark", "train_lm", "train_vq",
-                  "tokenize_images", "demo",
+                  "tokenize_images", "synthesize", "demo",
                   "config_cmd")
 _NOT_COMMANDS = {"app", "options"}
 

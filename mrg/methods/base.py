@@ -183,6 +183,11 @@ class Method:
         """The collate function of ``stage``'s batches."""
         raise NotImplementedError
 
+    def demo_overrides(self, data_dir: Path, out_dir: Path, *, fast: bool) -> list[str]:
+        """Config overrides ``mrg demo`` adds to ``demo_preset`` after preparing what the method needs first
+        (e.g. MAViLT's image tokenizer, trained here); none by default."""
+        return []
+
     def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
         """What ``mrg demo`` adds for this method after scoring its reports (recorded in ``demo.json``).
 

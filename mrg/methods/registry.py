@@ -23,6 +23,7 @@ _BUILTIN_MODULES = {
     "mrg-llm": "mrg.methods.mrg_llm",
     "two-stage": "mrg.methods.two_stage",
     "trrg": "mrg.methods.trrg",
+    "mavilt": "mrg.methods.mavilt",
 }
 """Built-in method name -> the module that registers it (imported lazily: methods import torch)."""
 _METHODS: dict[str, Method] = {}

@@ -56,7 +56,6 @@ from mrg.data.prepared import PreparedDataset, Study, load_prepared_dataset
 from mrg.errors import ConfigError, DataError, MetricError
 from mrg.files import read_json, sha256_file, write_json_atomic
 from mrg.metrics.image import ssim_maps
-from mrg.metrics.registry import SYNTHESIS, Metric, register_metrics
 
 KIND = "image-synthesis"
 """``metrics.json``'s ``kind`` for a synthesized-image evaluation."""
@@ -73,24 +72,6 @@ CLASSIFIER_VERSION = 1
 COLUMNS: tuple[str, ...] = ("synthesized", "mean_image", "nearest_real")
 """The columns of a synthesis evaluation, in table order."""
 
-SYNTHESIS_METRICS = (
-    Metric("consistency_f1", "Consistency F1", "synthesis", inputs=("images", "labels"), tasks=(SYNTHESIS,),
-           headline=True, protocol="classifier trained on the real train images labels each synthesized image "
-           "(P >= 0.5); micro F1 over 14 CheXpert classes against the prompt's labels (gold, else labeler)",
-           description="do synthesized images show the findings their prompt states"),
-    Metric("consistency_macro_f1", "Consistency macro F1", "synthesis", inputs=("images", "labels"),
-           tasks=(SYNTHESIS,), protocol="as consistency_f1, macro over classes with a positive prompt"),
-    Metric("fid", "FID", "synthesis", inputs=("images",), tasks=(SYNTHESIS,), higher_is_better=False, headline=True,
-           protocol="Frechet distance of Gaussian fits of real split vs synthesized features (default encoder: "
-           "the consistency classifier's penultimate layer)"),
-    Metric("ms_ssim", "MS-SSIM", "synthesis", inputs=("images",), tasks=(SYNTHESIS,), higher_is_better=False,
-           headline=True, protocol="mean MS-SSIM over pairs of synthesized images (Wang et al. 2003, 11/1.5 window, "
-           "scales that fit, weights renormalised); lower = more diverse"),
-    Metric("classifier_f1", "Classifier F1 (real)", "synthesis", inputs=("images", "labels"), tasks=(SYNTHESIS,),
-           protocol="the consistency classifier's micro F1 on the real split images against their gold labels: "
-                    "the ceiling of consistency_f1"),
-)
-register_metrics(SYNTHESIS_METRICS)
 
 
 # ------------------------------------------------------------------------------------------------ input

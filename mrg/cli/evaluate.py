@@ -32,7 +32,8 @@ _EncoderOpt = Annotated[
 ]
 _OutOpt = Annotated[
     Path,
-    typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md.", show_default=False),
+    typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md "
+                 "(--images: a folder for metrics.json and metrics.md, or F.json, with F.md beside it).", show_default=False),
 ]
 _OverridesOpt = Annotated[
     list[str] | None,  # noqa: UP007  typer needs typing.Optional here
@@ -221,7 +222,10 @@ def print_synthesis_evaluation(record: dict[str, Any], out_dir: Path | None = No
                   f"lower MS-SSIM = more diverse; FID features: {record['encoder']['name']}; classifier "
                   f"{'trained' if cls['trained'] else 'reused'}: {cls['path']}", soft_wrap=True)
     if out_dir is not None:
-        console.print(f"written: {out_dir}/metrics.json, metrics.md", soft_wrap=True)
+        from mrg.metrics.synthesis import synthesis_output_paths
+
+        json_path, md_path = synthesis_output_paths(out_dir)
+        console.print(f"written: {json_path}, {md_path}", soft_wrap=True)
 
 
 def _evaluate_label_csv(predictions: Path, out: Path, cfg: Any, *, references: Path | None, data: Path | None,

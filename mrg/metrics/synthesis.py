@@ -406,6 +406,7 @@ def _classifier_key(dataset: PreparedDataset, cfg: ClassifierConfig) -> str:
 
 def load_or_train_classifier(dataset: PreparedDataset, cfg: ClassifierConfig, *, cache_dir: Path | None = None,
                              progress: Callable[[int, float], None] | None = None,
+                             train: tuple[list[Study], torch.Tensor] | None = None,
                              ) -> tuple[ConsistencyClassifier, dict[str, Any]]:
     """The consistency classifier of ``dataset`` under ``cfg``: loaded from its cache folder, or trained on the
     train split's images and cached there (``model.safetensors``, then ``classifier.json`` last).
@@ -413,6 +414,8 @@ def load_or_train_classifier(dataset: PreparedDataset, cfg: ClassifierConfig, *,
     The folder is ``cache_dir/cls-<key>`` (default ``DATA/synthesis_classifier/``), the key a hash of the dataset's
     ``studies.jsonl``, its images' digest, ``cfg`` and the classifier version. Returns the model and its record
     (``path``, ``trained``: whether this call trained it, ``config``, ``train_images``, ``train_seconds``).
+    ``train``: the train split's studies and images as :func:`split_images` returns them, when the caller has
+    loaded them already (they are not read again).
     """
     from safetensors.torch import load_file, save_file
 
@@ -422,7 +425,7 @@ def load_or_train_classifier(dataset: PreparedDataset, cfg: ClassifierConfig, *,
         model = ConsistencyClassifier(cfg.width)
         model.load_state_dict(load_file(str(weights_path)))
         return model.eval(), {**read_json(record_path), "path": str(folder), "trained": False}
-    studies, images = split_images(dataset, "train", cfg)
+    studies, images = train if train is not None else split_images(dataset, "train", cfg)
     start = time.perf_counter()
     model = train_classifier(images, study_labels(studies), cfg, progress)
     seconds = time.perf_counter() - start
@@ -556,8 +559,9 @@ def evaluate_synthesis(
     targets, sources = prompt_labels(items, dataset)
     real_studies, real_images = split_images(dataset, split, cfg)
     say("consistency classifier: loading or training on the train split")
-    model, cls_record = load_or_train_classifier(dataset, cfg, cache_dir=Path(cache_dir) if cache_dir else None)
     train_studies, train_images = split_images(dataset, "train", cfg)
+    model, cls_record = load_or_train_classifier(dataset, cfg, cache_dir=Path(cache_dir) if cache_dir else None,
+                                                 train=(train_studies, train_images))
     train_labels = study_labels(train_studies)
 
     if encoder == CLASSIFIER_ENCODER:
@@ -610,24 +614,42 @@ def evaluate_synthesis(
 
 def run_synthesis_evaluation(images_dir: str | os.PathLike[str], data: str | os.PathLike[str] | PreparedDataset,
                              out_dir: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
-    """:func:`evaluate_synthesis` (same keyword ``options``), then ``out_dir/metrics.md`` and, last,
-    ``out_dir/metrics.json`` (atomic writes, the record plus provenance). Returns the record.
+    """:func:`evaluate_synthesis` (same keyword ``options``), then ``metrics.md`` and, last, ``metrics.json``
+    (atomic writes, the record plus provenance). Returns the record.
+
+    ``out_dir`` is a folder (``out_dir/metrics.md``, ``out_dir/metrics.json``), or a path ending in ``.json``: the
+    record is written there and the table beside it with the suffix ``.md`` (``F.json``, ``F.md``).
 
     Raises:
-        OutputDirError: ``out_dir`` exists and is not a folder.
+        OutputDirError: ``out_dir`` exists and is not a folder (and does not end in ``.json``), or it ends in
+            ``.json`` and is a folder.
     """
     from mrg.errors import OutputDirError
     from mrg.files import write_text_atomic
     from mrg.provenance import provenance
 
+    json_path, md_path = synthesis_output_paths(out_dir)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--out {out}: exists and is not a folder; give a folder for metrics.json and metrics.md")
+    if out.suffix.lower() == ".json" and out.is_dir():
+        raise OutputDirError(f"--out {out}: is a folder but ends in .json; give a new F.json file or a folder name "
+                             "without the .json suffix")
+    if out.suffix.lower() != ".json" and out.exists() and not out.is_dir():
+        raise OutputDirError(f"--out {out}: exists and is not a folder; give a folder for metrics.json and metrics.md "
+                             "or a file name ending in .json")
     record = evaluate_synthesis(images_dir, data, **options)
     record["provenance"] = provenance()
-    write_text_atomic(out / "metrics.md", render_synthesis_markdown(record))
-    write_json_atomic(out / "metrics.json", record)
+    write_text_atomic(md_path, render_synthesis_markdown(record))
+    write_json_atomic(json_path, record)
     return record
+
+
+def synthesis_output_paths(out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(metrics.json, metrics.md)`` paths of ``--out``: ``F.json`` and ``F.md`` for a name ending in ``.json``,
+    else ``OUT/metrics.json`` and ``OUT/metrics.md`` in the folder ``OUT``."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        return out, out.with_suffix(".md")
+    return out / "metrics.json", out / "metrics.md"
 
 
 def write_real_as_synthesized(data: str | os.PathLike[str] | PreparedDataset, split: str, out_dir: str | os.PathLike[str],

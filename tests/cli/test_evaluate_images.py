@@ -40,9 +40,10 @@ def test_evaluate_images_prints_the_table_and_writes_metrics(run_cli, setup, tmp
     assert record["kind"] == "image-synthesis" and record["num_images"] == 12
     assert set(record["columns"]) == {"synthesized", "mean_image", "nearest_real"}
     assert "| Consistency F1 |" in (tmp_path / "out" / "metrics.md").read_text()
-    again = run_cli("evaluate", "--images", images, "--data", data, "-o", tmp_path / "again", *FAST)
+    again = run_cli("evaluate", "--images", images, "--data", data, "-o", tmp_path / "again.json", *FAST)
     assert again.exit_code == 0 and "reused" in again.stdout  # the cached classifier, not retrained
-    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["columns"] == record["columns"]
+    assert json.loads((tmp_path / "again.json").read_text())["columns"] == record["columns"]  # --out F.json: a file
+    assert "| Consistency F1 |" in (tmp_path / "again.md").read_text()
 
 
 def test_evaluate_images_errors_are_one_line(run_cli, setup, tmp_path: Path) -> None:
@@ -74,5 +75,8 @@ def test_evaluate_images_errors_are_one_line(run_cli, setup, tmp_path: Path) -> 
     assert "only for --images" in _one_error_line(run_cli("evaluate", "-p", "x.jsonl", "--encoder", "random:vit",
                                                           "-o", out))
     assert "--predictions FILE" in _one_error_line(run_cli("evaluate", "-o", out))
+    (tmp_path / "taken.json").mkdir()
+    assert "is a folder but ends in .json" in _one_error_line(run_cli("evaluate", "--images", images, "--data", data,
+                                                                      "-o", tmp_path / "taken.json"))
     assert "at least 1" in _one_error_line(run_cli("evaluate", "--images", images, "--data", data, "-o", out,
                                                    "--classifier-steps", "0"))

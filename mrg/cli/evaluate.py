@@ -13,14 +13,27 @@ from mrg.cli.app import app
 from mrg.console import console
 
 _PredictionsOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option("--predictions", "-p", help="JSONL of {id, prediction, reference?} (mrg generate), R2GenGPT's "
                  "test_result.json, R2Gen's res.csv, or a label-probability CSV (id + the 14 CheXpert columns, "
                  "mrg perceive): label metrics after --threshold and per-class AUROC.", show_default=False),
 ]
+_ImagesOpt = Annotated[
+    Path | None,
+    typer.Option("--images", help="A folder of synthesized images (<id>.png + <id>.json sidecars, mrg synthesize) "
+                 "instead of --predictions: clinical consistency, FID and MS-SSIM beside the mean-image and "
+                 "nearest-real baselines (needs --data).", show_default=False),
+]
+_EncoderOpt = Annotated[
+    str | None,
+    typer.Option("--encoder", help="--images: FID features: 'classifier' (default: the consistency classifier "
+                 "trained on --data's train images) or a vision backbone's hub id, folder or random:<kind> spec.",
+                 show_default=False),
+]
 _OutOpt = Annotated[
     Path,
-    typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md.", show_default=False),
+    typer.Option("--out", "-o", help="Output folder for metrics.json, per_sample.csv, metrics.md "
+                 "(--images: a folder for metrics.json and metrics.md, or F.json, with F.md beside it).", show_default=False),
 ]
 _OverridesOpt = Annotated[
     list[str] | None,  # noqa: UP007  typer needs typing.Optional here
@@ -74,8 +87,15 @@ _CompareOpt = Annotated[
 
 @app.command("evaluate")
 def evaluate_cmd(
-    predictions: _PredictionsOpt,
     out: _OutOpt,
+    predictions: _PredictionsOpt = None,
+    images: _ImagesOpt = None,
+    encoder: _EncoderOpt = None,
+    classifier_steps: Annotated[int | None, typer.Option("--classifier-steps", help="--images: training steps of the "
+                                                         "consistency classifier (default 600).",
+                                                         show_default=False)] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="--images: side every image is resized to "
+                                                   "(default 128).", show_default=False)] = None,
     overrides: _OverridesOpt = None,
     references: _ReferencesOpt = None,
     data: _DataOpt = None,
@@ -96,11 +116,31 @@ def evaluate_cmd(
     """Score generated reports against references and write metrics.json, per_sample.csv and metrics.md.
 
     Examples: mrg evaluate -p runs/iu/test.jsonl --data data/iu_xray -o runs/iu/eval;
-    mrg evaluate -p new.jsonl --compare baseline.jsonl --bootstrap 1000 -o eval/new-vs-base.
+    mrg evaluate -p new.jsonl --compare baseline.jsonl --bootstrap 1000 -o eval/new-vs-base;
+    mrg evaluate --images runs/synth --data data/synthetic -o runs/synth-eval (synthesized images).
     """
     from mrg.config import load_config
     from mrg.errors import ConfigError
     from mrg.evaluate import run_evaluation
+
+    if images is not None:
+        if predictions is not None:
+            raise ConfigError("--images and --predictions: give one (images to score synthesized images, predictions "
+                              "to score reports)")
+        for name, value in (("--references", references), ("--compare", compare), ("--metrics", metrics)):
+            if value is not None:
+                raise ConfigError(f"{name}: not available with --images; drop it")
+        if data is None:
+            raise ConfigError("--images needs --data: the prepared dataset whose train images train the consistency "
+                              "classifier and whose --split images are FID's reference")
+        _evaluate_images(images, out, data, split=split, encoder=encoder, steps=classifier_steps,
+                         image_size=image_size, seed=seed)
+        return
+    if predictions is None:
+        raise ConfigError("missing --predictions FILE (generated reports) or --images DIR (synthesized images)")
+    for name, value in (("--encoder", encoder), ("--classifier-steps", classifier_steps), ("--image-size", image_size)):
+        if value is not None:
+            raise ConfigError(f"{name}: only for --images; drop it")
 
     bad = [o for o in overrides or [] if not o.startswith("eval.") or "=" not in o]
     if bad:
@@ -138,6 +178,54 @@ def evaluate_cmd(
         return
     report = run_evaluation(predictions, out, cfg, references=references, data=data, split=split, compare=compare)
     print_evaluation(report.record, report.out_dir)
+
+
+def _evaluate_images(images: Path, out: Path, data: Path, *, split: str, encoder: str | None, steps: int | None,
+                     image_size: int | None, seed: int | None) -> None:
+    """Score a folder of synthesized images; write metrics.json and metrics.md into ``out`` and print the table."""
+    from mrg.errors import ConfigError
+    from mrg.metrics.synthesis import ClassifierConfig, run_synthesis_evaluation
+
+    given = {"steps": steps, "image_size": image_size}
+    for key, value in given.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    cfg = ClassifierConfig(**{k: v for k, v in given.items() if v is not None})
+    from mrg.console import info
+
+    record = run_synthesis_evaluation(images, data, out, split=split, encoder=encoder or "classifier",
+                                      classifier=cfg, seed=seed or 0, progress=info)
+    print_synthesis_evaluation(record, out)
+
+
+def print_synthesis_evaluation(record: dict[str, Any], out_dir: Path | None = None) -> None:
+    """The terminal summary of a synthesis evaluation: metric | synthesized | mean image | nearest real | real."""
+    from mrg.metrics.registry import display_name
+    from mrg.metrics.synthesis import COLUMNS
+
+    cls = record["classifier"]
+    console.print(f"[bold]{record['num_images']:,} synthesized images[/] against the real {record['inputs']['split']} "
+                  f"split ({record['real']['num_images']:,}); prompt labels: {record['prompt_labels']['gold']} gold, "
+                  f"{record['prompt_labels']['labeler']} from the labeler", soft_wrap=True)
+    table = Table(show_header=True, header_style="bold")
+    for name, justify in (("metric", "left"), ("synthesized", "right"), ("mean image", "right"),
+                          ("nearest real", "right"), ("real", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    real = record["real"]
+    reference = {"consistency_f1": real["classifier_f1"], "consistency_macro_f1": real["classifier_macro_f1"],
+                 "fid": float("nan"), "ms_ssim": real["ms_ssim"]}
+    for key in ("consistency_f1", "consistency_macro_f1", "fid", "ms_ssim"):
+        cells = [record["columns"][c][key] for c in COLUMNS] + [reference[key]]
+        table.add_row(display_name(key), *("–" if v != v else f"{v:.4f}" for v in cells))
+    console.print(table)
+    console.print(f"real: the classifier's F1 on the real images (the ceiling of consistency) and their own MS-SSIM; "
+                  f"lower MS-SSIM = more diverse; FID features: {record['encoder']['name']}; classifier "
+                  f"{'trained' if cls['trained'] else 'reused'}: {cls['path']}", soft_wrap=True)
+    if out_dir is not None:
+        from mrg.metrics.synthesis import synthesis_output_paths
+
+        json_path, md_path = synthesis_output_paths(out_dir)
+        console.print(f"written: {json_path}, {md_path}", soft_wrap=True)
 
 
 def _evaluate_label_csv(predictions: Path, out: Path, cfg: Any, *, references: Path | None, data: Path | None,

@@ -34,17 +34,27 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g[:, None] * g[None, :]).float()[None, None]  # (1, 1, size, size)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) SSIM of each image pair (Gaussian window 11 / 1.5, data range 1, valid positions)."""
+def ssim_maps(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM's luminance and contrast-structure maps ``(l, cs)`` of each image pair, each ``(B, 1, H - 10, W - 10)``.
+
+    Gaussian window 11 / 1.5, data range 1, valid positions; ``ssim`` is the mean of ``l * cs``, MS-SSIM
+    (``mrg.metrics.synthesis.ms_ssim``) combines the mean ``cs`` of every scale with the last scale's ``l``.
+    """
     window = _gaussian_window().to(x)
     c1, c2 = 0.01**2, 0.03**2
     mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
     sxx = F.conv2d(x * x, window) - mu_x**2
     syy = F.conv2d(y * y, window) - mu_y**2
     sxy = F.conv2d(x * y, window) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).flatten(1).mean(1)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    contrast_structure = (2 * sxy + c2) / (sxx + syy + c2)
+    return luminance, contrast_structure
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) SSIM of each image pair (Gaussian window 11 / 1.5, data range 1, valid positions)."""
+    luminance, contrast_structure = ssim_maps(x, y)
+    return (luminance * contrast_structure).flatten(1).mean(1)
 
 
 def gradient_magnitude_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

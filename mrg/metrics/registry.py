@@ -179,6 +179,28 @@ def _reconstruction_metrics() -> list[Metric]:
     ]
 
 
+def _synthesis_metrics() -> list[Metric]:
+    """What ``mrg evaluate --images`` reports for synthesized images and its baselines (``mrg.metrics.synthesis``)."""
+    common = {"family": "synthesis", "tasks": (SYNTHESIS,)}
+    labelled = {"inputs": ("images", "labels"), **common}
+    return [
+        Metric("consistency_f1", "Consistency F1", headline=True, description="do synthesized images show the "
+               "findings their prompt states", protocol="a CNN trained on the real train images labels each "
+               "synthesized image (P >= 0.5); micro F1 over 14 CheXpert classes against the prompt's labels "
+               "(gold labels of study_id, else the labeler on the prompt)", **labelled),
+        Metric("consistency_macro_f1", "Consistency macro F1", protocol="as consistency_f1, macro over the classes "
+               "with a positive prompt", **labelled),
+        Metric("fid", "FID", inputs=("images",), higher_is_better=False, headline=True,
+               protocol="Frechet distance of Gaussian fits of real split vs synthesized features (default: the "
+               "consistency classifier's penultimate layer; --encoder for any backbone)", **common),
+        Metric("ms_ssim", "MS-SSIM", inputs=("images",), higher_is_better=False, headline=True,
+               protocol="mean MS-SSIM over pairs of synthesized images (Wang et al. 2003, window 11 / 1.5, the scales "
+               "that fit, weights renormalised); lower = more diverse", **common),
+        Metric("classifier_f1", "Classifier F1 (real)", protocol="the consistency classifier's micro F1 on the real "
+               "split images against their gold labels: the ceiling of consistency_f1", **labelled),
+    ]
+
+
 _BUILTIN = [
     Metric("bleu_1", "BLEU-1", "nlg", protocol="pycocoevalcap Bleu(4), corpus level", headline=True),
     Metric("bleu_2", "BLEU-2", "nlg", protocol="pycocoevalcap Bleu(4), corpus level"),
@@ -189,6 +211,7 @@ _BUILTIN = [
     Metric("cider", "CIDEr", "nlg", protocol="pycocoevalcap Cider (CIDEr-D, sigma 6)", headline=True),
     *_clinical_metrics(),
     *_reconstruction_metrics(),
+    *_synthesis_metrics(),
 ]
 register_metrics(_BUILTIN)
 

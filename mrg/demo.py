@@ -185,7 +185,10 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, method: str = "mrg-llm"
         # before the page: a method's extras may hold per-study class probabilities the page shows (TRRG's perception)
         extras = chosen.demo_extras(cfg, run_dir, data_dir, out_dir)
         perceived = {"perceptions": extras.get("perceived_csv"), "perceive_threshold": extras.get("perceive_threshold", 0.5)}
-        report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo", **perceived)
+        # MAViLT's synthesized test reports, beside the real image and its reconstruction
+        drawn = {"synthesized": extras.get("synthesized_dir"), "reconstructed": extras.get("reconstructed_dir")}
+        report = build_report([run_dir, eval_dir], out_dir / "report.html", data=data_dir, title="mrg demo", **perceived,
+                              **drawn)
 
     predicted = {row["id"]: row["prediction"] for row in read_jsonl(predictions_path)}
     metrics = _flat(evaluation.record)

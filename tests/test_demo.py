@@ -88,3 +88,32 @@ def test_the_demo_page_gets_the_methods_perceptions(tmp_path, monkeypatch) -> No
     assert order == ["extras", "page"]
     assert calls["perceptions"] == str(tmp_path / "out" / "perceived.csv") and calls["perceive_threshold"] == 0.3
     assert result.extras["perceive_threshold"] == 0.3
+
+
+def test_the_demo_page_gets_the_mavilt_synthesized_and_reconstructed_folders(tmp_path, monkeypatch) -> None:
+    """MAViLT's extras name its synthesized and reconstructed folders; ``run_demo`` passes both to the page."""
+    from types import SimpleNamespace
+
+    import mrg.demo as demo
+    from mrg.methods import get_method
+
+    calls: dict[str, object] = {}
+    monkeypatch.setattr("mrg.data.sources.synthetic.prepare_synthetic", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.domain_lm.train_report_lm", lambda *a, **k: SimpleNamespace(record={}))
+    monkeypatch.setattr(demo, "load_prepared_dataset", lambda root: SimpleNamespace(normalize="r2gen-iu", split=lambda s: []))
+    monkeypatch.setattr("mrg.evaluate.make_scorer", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.recipes.train.train", lambda *a, **k: None)
+    monkeypatch.setattr("mrg.generate.generate_reports",
+                        lambda run, out_path, **k: (out_path.parent.mkdir(parents=True, exist_ok=True),
+                                                    out_path.write_text('{"id": "a", "prediction": "x."}\n')))
+    monkeypatch.setattr("mrg.evaluate.run_evaluation", lambda *a, **k: SimpleNamespace(record={"ce_f1": 0.5}))
+    monkeypatch.setattr(demo, "_most_frequent_baseline", lambda *a, **k: ("x.", SimpleNamespace(record={})))
+    mavilt = type(get_method("mavilt"))
+    monkeypatch.setattr(mavilt, "demo_overrides", lambda self, data_dir, out_dir, *, fast: [])
+    monkeypatch.setattr(mavilt, "demo_extras", lambda self, cfg, run_dir, data_dir, out_dir: {
+        "synthesized_dir": str(out_dir / "synthesized"), "reconstructed_dir": str(out_dir / "reconstructed")})
+    monkeypatch.setattr("mrg.viewer.build_report", lambda dirs, out, **kwargs: (calls.update(kwargs),
+                                                                                SimpleNamespace(path=out))[1])
+    demo.run_demo(tmp_path / "out", fast=True, method="mavilt")
+    assert calls["synthesized"] == str(tmp_path / "out" / "synthesized")
+    assert calls["reconstructed"] == str(tmp_path / "out" / "reconstructed")

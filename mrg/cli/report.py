@@ -40,6 +40,16 @@ def report_cmd(
     ] = None,
     perceive_threshold: Annotated[float, typer.Option("--perceive-threshold", help="P from which a class is listed "
                                                       "as perceived (with --perceptions).")] = 0.5,
+    synthesized: Annotated[
+        Path | None,
+        typer.Option("--synthesized", help="A 'mrg synthesize' folder: a section with each image beside its study's "
+                     "real image (from --data or the run's dataset).", show_default=False),
+    ] = None,
+    reconstructed: Annotated[
+        Path | None,
+        typer.Option("--reconstructed", help="A folder of <study_id>.png tokenizer reconstructions, shown beside "
+                     "them (with --synthesized).", show_default=False),
+    ] = None,
     screenshot: Annotated[bool, typer.Option("--screenshot", help="Also write OUT.png as headless Chromium renders the "
                                              "page (needs Chromium, e.g. apt-get install chromium).")] = False,
 ) -> None:
@@ -54,7 +64,7 @@ def report_cmd(
 
     result = build_report(dirs, out, data=data, predictions=predictions, title=title, thumbnail_size=thumbnail_size,
                           max_views=views, images=not no_images, perceptions=perceptions,
-                          perceive_threshold=perceive_threshold)
+                          perceive_threshold=perceive_threshold, synthesized=synthesized, reconstructed=reconstructed)
     for note in result.notes:
         warn(note)
     parts = [f"{result.runs} training run{'s' if result.runs != 1 else ''}",
@@ -64,6 +74,8 @@ def report_cmd(
         parts.append(f"{result.analyses} analys{'es' if result.analyses != 1 else 'is'}")
     if result.answers:
         parts.append(f"{result.answers} answer file{'s' if result.answers != 1 else ''} (VQA)")
+    if result.synthesized:
+        parts.append(f"{result.synthesized} synthesized image{'s' if result.synthesized != 1 else ''}")
     if result.thumbnails or result.missing_images:
         parts.append(f"{result.thumbnails} thumbnails" + (f", {result.missing_images} images missing" if result.missing_images else ""))
     console.print(f"[bold]report[/bold]: {', '.join(parts)}")

@@ -121,7 +121,8 @@ class MAViLT(ReportMethod):
         rows = synthesize(run_dir, [Prompt(s.id, s.report, s.id) for s in test], out_dir / "synthesized", seed=0,
                           top_k=32)
         recon = _reconstruct(cfg, data_dir, test, out_dir / "reconstructed")
-        return {"synthesized": [{"study_id": r["study_id"], "synthesized": str(out_dir / "synthesized" / f"{r['id']}.png"),
+        return {"synthesized_dir": str(out_dir / "synthesized"), "reconstructed_dir": str(out_dir / "reconstructed"),
+                "synthesized": [{"study_id": r["study_id"], "synthesized": str(out_dir / "synthesized" / f"{r['id']}.png"),
                                  "reconstructed": recon.get(r["study_id"]),
                                  "real": str(data_dir / s.image_paths[0])} for r, s in zip(rows, test, strict=True)]}
 

@@ -34,6 +34,7 @@ from mrg.provenance import utc_now
 from mrg.viewer.html import render_page
 from mrg.viewer.inputs import EvalInputs, ReportInputs, RunInputs, discover, validation_predictions_path
 from mrg.viewer.studies import StudyTable, attach_thumbnails, build_rows
+from mrg.viewer.synthesis_view import SynthesisInputs, attach_synthesis_thumbnails, read_synthesis
 
 DEFAULT_THUMBNAIL_SIZE = 96
 DEFAULT_MAX_VIEWS = 2
@@ -61,6 +62,8 @@ class ReportResult:
     """Folders written by ``mrg analyze``."""
     answers: int = 0
     """Scored ``mrg answer`` files (a VQA section each)."""
+    synthesized: int = 0
+    """Synthesized images shown (the Synthesized images section)."""
 
 
 @dataclass
@@ -267,6 +270,8 @@ def build_report(
     images: bool = True,
     perceptions: Path | None = None,
     perceive_threshold: float = 0.5,
+    synthesized: Path | None = None,
+    reconstructed: Path | None = None,
 ) -> ReportResult:
     """Write one self-contained HTML report of training runs, evaluations and analyses to ``out`` (atomically).
 
@@ -281,6 +286,10 @@ def build_report(
         images: False leaves the image column out (a smaller file).
         perceptions: a label-probability CSV (``mrg perceive``): each study's perceived classes (P >=
             ``perceive_threshold``) become a column of the per-study tables.
+        synthesized: a ``mrg synthesize`` output folder: a Synthesized images section, each image beside its
+            study's real image (from ``data``, else the first run's dataset).
+        reconstructed: a folder of ``<study_id>.png`` reconstructions through the image tokenizer, shown between
+            them (with ``synthesized``).
 
     Raises:
         DataError: a folder holds nothing mrg wrote, a file is damaged, or an option names a missing file.
@@ -306,18 +315,36 @@ def build_report(
         from mrg.viewer.vqa_view import attach_vqa_thumbnails
 
         missing += sum(attach_vqa_thumbnails(vqa, thumbnail_size) for vqa in found.answers)
+    synthesis = _synthesis(synthesized, reconstructed, datasets, found, thumbnail_size)
+    if synthesis is not None:
+        missing += attach_synthesis_thumbnails(synthesis, thumbnail_size)
+        thumbnails += sum(1 for row in synthesis.rows for uri in row.thumbnails.values() if uri is not None)
     targets: list[Any] = list(found.evaluations) or list(found.runs) or list(found.analyses)
     if targets:
         targets[0].notes.extend(notes)
     page = render_page(title=title or "mrg report", runs=found.runs, evaluations=found.evaluations, tables=tables,
                        generated=utc_now(), version=mrg.__version__, sources=[str(d) for d in dirs],
-                       analyses=found.analyses, answers=found.answers)
+                       analyses=found.analyses, answers=found.answers,
+                       synthesis=[synthesis] if synthesis is not None else [], thumbnail_size=thumbnail_size)
     write_text_atomic(out, page)
     _make_readable(out)
     return ReportResult(path=out, size_bytes=os.path.getsize(out), runs=len(found.runs), evaluations=len(found.evaluations),
                         studies=sum(len(t.rows) for t, _ in tables), thumbnails=thumbnails, missing_images=missing,
                         seconds=time.perf_counter() - started, notes=_all_notes(found, tables), analyses=len(found.analyses),
-                        answers=len(found.answers))
+                        answers=len(found.answers),
+                        synthesized=len(synthesis.rows) if synthesis is not None else 0)
+
+
+def _synthesis(synthesized: Path | None, reconstructed: Path | None, datasets: _Datasets, found: ReportInputs,
+               thumbnail_size: int) -> SynthesisInputs | None:
+    """The synthesized folder read, real images from ``--data`` or else the first run's dataset."""
+    if synthesized is None:
+        if reconstructed is not None:
+            raise DataError(f"--reconstructed {reconstructed}: needs --synthesized (the 'mrg synthesize' folder)")
+        return None
+    run_root = _run_data_root(found.runs[0]) if found.runs else None
+    dataset = datasets.explicit if datasets.explicit is not None else datasets(run_root)
+    return read_synthesis(Path(synthesized), dataset, Path(reconstructed) if reconstructed is not None else None)
 
 
 def _make_readable(path: Path) -> None:

@@ -23,6 +23,7 @@ from mrg.viewer.analysis_view import analysis_section
 from mrg.viewer.charts import Series, format_number, line_chart
 from mrg.viewer.inputs import AnalysisFolder, EvalInputs, RunInputs
 from mrg.viewer.studies import StudyRow, StudyTable
+from mrg.viewer.synthesis_view import synthesis_section
 from mrg.viewer.vqa_view import vqa_section
 
 CSP = (
@@ -659,6 +660,8 @@ def render_page(
     sources: Sequence[str],
     analyses: Sequence[AnalysisFolder] = (),
     answers: Sequence[Any] = (),
+    synthesis: Sequence[Any] = (),
+    thumbnail_size: int = 96,
 ) -> str:
     """The whole document.
 
@@ -672,6 +675,8 @@ def render_page(
         sources: the folders given on the command line.
         analyses: folders written by ``mrg analyze`` (an Analysis section each).
         answers: scored ``mrg answer`` files (``mrg.viewer.vqa_view.VQAInputs``; a VQA section each).
+        synthesis: synthesized folders (``mrg.viewer.synthesis_view.SynthesisInputs``; a section each, its
+            thumbnails ``thumbnail_size`` pixels wide).
     """
     nav: list[tuple[str, str]] = []
     sections: list[str] = []
@@ -695,6 +700,9 @@ def render_page(
     for i, vqa in enumerate(answers, start=1):
         nav.append((f"vqa-{i}", f"VQA{f' {i}' if len(answers) > 1 else ''}"))
         sections.append(vqa_section(vqa, i))
+    for i, found in enumerate(synthesis, start=1):
+        nav.append((f"synthesis-{i}", f"Synthesis{f' {i}' if len(synthesis) > 1 else ''}"))
+        sections.append(synthesis_section(found, i, thumbnail_size))
     nav_html = "".join(f'<a href="#{e(a)}">{e(t)}</a>' for a, t in nav)
     meta = {"generator": f"mrg {version}", "generated": generated, "sources": list(sources)}
     return (

@@ -185,6 +185,11 @@ class TRRG(ReportMethod):
             return None
         return RetrievalValidation(context)
 
+    def demo_overrides(self, data_dir: Path, out_dir: Path, *, fast: bool) -> list[str]:
+        """The fast demo pre-trains 100 steps instead of the preset's 150, to fit the fast demo's 120 s on 2 cores
+        (measured: validation zero-shot AUROC 0.81 at 100 steps, as at 150; benchmarks/RESULTS.md)."""
+        return ["stages.pretrain.train.max_steps=100", "stages.pretrain.train.val_every=100"] if fast else []
+
     def demo_extras(self, cfg: RunConfig, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
         """Each test study's perceived classes (P >= ``method.perceive_threshold``; all probabilities in
         ``perceived.csv``), the test split's zero-shot AUROC, and the pretrain stage's best validation metrics."""

@@ -89,31 +89,25 @@ def main() -> None:
 def _ceiling_folders(vq_run: Path, data: Path, test: list, out: Path) -> dict[str, Path]:
     """Two folders in the synthesized layout: each test study's real first view resized to the tokenizer's size,
     and the same image encoded and decoded by the tokenizer; the prompt is the study's own report."""
-    import numpy as np
     import torch
     from PIL import Image
 
     from mrg.files import write_json_atomic
+    from mrg.methods.mavilt import reconstruct_studies
     from mrg.recipes.vq import load_vq_checkpoint
 
     vq, _, _ = load_vq_checkpoint(vq_run)
-    vq.eval()
-    size = vq.cfg.image_size
-    folders = {f"real at {size} px": out / "real-small", "reconstructed by the tokenizer": out / "reconstructed"}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    small, recon = folders.values()
+    size = vq.eval().cfg.image_size
+    small, recon = out / "real-small", out / "reconstructed"
+    small.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        reconstruct_studies(vq, data, test, recon)
     for study in test:
-        image = Image.open(data / study.image_paths[0]).convert("L").resize((size, size))
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)[None, None]  # (1, 1, H, W)
-        with torch.no_grad():
-            y = vq.decode(vq.encode(x))[0, 0].numpy()
-        image.save(small / f"{study.id}.png")
-        Image.fromarray((y * 255).round().clip(0, 255).astype(np.uint8), mode="L").save(recon / f"{study.id}.png")
-        for folder in folders.values():
+        Image.open(data / study.image_paths[0]).convert("L").resize((size, size)).save(small / f"{study.id}.png")
+        for folder in (small, recon):
             write_json_atomic(folder / f"{study.id}.json", {"id": study.id, "prompt": study.report,
                                                             "study_id": study.id, "seed": 0})
-    return folders
+    return {f"real at {size} px": small, "reconstructed by the tokenizer": recon}
 
 
 if __name__ == "__main__":

@@ -51,16 +51,10 @@ def test_fast_plan_is_smaller() -> None:
     assert FAST.n < FULL.n
 
 
-def test_the_demo_page_gets_the_methods_perceptions(tmp_path, monkeypatch) -> None:
-    """``run_demo`` computes the method's extras before the HTML page and passes their ``perceived_csv`` to it
-    (the training stages are replaced by stand-ins: this checks the wiring, the full run is in .ci/run)."""
+def _stand_in_stages(monkeypatch, demo) -> None:
+    """Replace the demo's data, LM, training, generation and scoring stages by stand-ins (the wiring tests)."""
     from types import SimpleNamespace
 
-    import mrg.demo as demo
-    from mrg.methods import get_method
-
-    calls: dict[str, object] = {}
-    order: list[str] = []
     monkeypatch.setattr("mrg.data.sources.synthetic.prepare_synthetic", lambda *a, **k: None)
     monkeypatch.setattr("mrg.domain_lm.train_report_lm", lambda *a, **k: SimpleNamespace(record={}))
     monkeypatch.setattr(demo, "load_prepared_dataset", lambda root: SimpleNamespace(normalize="r2gen-iu", split=lambda s: []))
@@ -71,6 +65,19 @@ def test_the_demo_page_gets_the_methods_perceptions(tmp_path, monkeypatch) -> No
                                                     out_path.write_text('{"id": "a", "prediction": "x."}\n')))
     monkeypatch.setattr("mrg.evaluate.run_evaluation", lambda *a, **k: SimpleNamespace(record={"ce_f1": 0.5}))
     monkeypatch.setattr(demo, "_most_frequent_baseline", lambda *a, **k: ("x.", SimpleNamespace(record={})))
+
+
+def test_the_demo_page_gets_the_methods_perceptions(tmp_path, monkeypatch) -> None:
+    """``run_demo`` computes the method's extras before the HTML page and passes their ``perceived_csv`` to it
+    (the training stages are replaced by stand-ins: this checks the wiring, the full run is in .ci/run)."""
+    from types import SimpleNamespace
+
+    import mrg.demo as demo
+    from mrg.methods import get_method
+
+    calls: dict[str, object] = {}
+    order: list[str] = []
+    _stand_in_stages(monkeypatch, demo)
     trrg = type(get_method("trrg"))
 
     def extras(self, cfg, run_dir, data_dir, out_dir):
@@ -98,16 +105,7 @@ def test_the_demo_page_gets_the_mavilt_synthesized_and_reconstructed_folders(tmp
     from mrg.methods import get_method
 
     calls: dict[str, object] = {}
-    monkeypatch.setattr("mrg.data.sources.synthetic.prepare_synthetic", lambda *a, **k: None)
-    monkeypatch.setattr("mrg.domain_lm.train_report_lm", lambda *a, **k: SimpleNamespace(record={}))
-    monkeypatch.setattr(demo, "load_prepared_dataset", lambda root: SimpleNamespace(normalize="r2gen-iu", split=lambda s: []))
-    monkeypatch.setattr("mrg.evaluate.make_scorer", lambda *a, **k: None)
-    monkeypatch.setattr("mrg.recipes.train.train", lambda *a, **k: None)
-    monkeypatch.setattr("mrg.generate.generate_reports",
-                        lambda run, out_path, **k: (out_path.parent.mkdir(parents=True, exist_ok=True),
-                                                    out_path.write_text('{"id": "a", "prediction": "x."}\n')))
-    monkeypatch.setattr("mrg.evaluate.run_evaluation", lambda *a, **k: SimpleNamespace(record={"ce_f1": 0.5}))
-    monkeypatch.setattr(demo, "_most_frequent_baseline", lambda *a, **k: ("x.", SimpleNamespace(record={})))
+    _stand_in_stages(monkeypatch, demo)
     mavilt = type(get_method("mavilt"))
     monkeypatch.setattr(mavilt, "demo_overrides", lambda self, data_dir, out_dir, *, fast: [])
     monkeypatch.setattr(mavilt, "demo_extras", lambda self, cfg, run_dir, data_dir, out_dir: {

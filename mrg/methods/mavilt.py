@@ -131,14 +131,20 @@ class MAViLT(ReportMethod):
 
 
 def _reconstruct(cfg: RunConfig, data_dir: Path, studies: list[Any], out: Path) -> dict[str, str]:
-    """Each study's first view through the tokenizer and back: ``OUT/<id>.png``."""
+    """Each study's first view through ``method.vq`` and back: ``OUT/<id>.png``."""
+    vq, _ = load_method_vq(_options(cfg))
+    return reconstruct_studies(vq, data_dir, studies, out)
+
+
+def reconstruct_studies(vq: Any, data_dir: Path, studies: list[Any], out: Path) -> dict[str, str]:
+    """Each study's first view resized to the tokenizer's size, encoded and decoded by ``vq``: ``OUT/<id>.png``;
+    returns study id -> the PNG's path."""
     import numpy as np
     import torch
     from PIL import Image
 
     from mrg.analysis.png import save_png
 
-    vq, _ = load_method_vq(_options(cfg))
     out.mkdir(parents=True, exist_ok=True)
     found = {}
     size = vq.cfg.image_size

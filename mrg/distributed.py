@@ -245,3 +245,13 @@ def full_trainable_state(accelerator: Accelerator, model: torch.nn.Module) -> di
         return {name: full[name] for name in unwrapped.trainable_state_dict()} if accelerator.is_main_process else {}
     return unwrapped.trainable_state_dict()
 
+
+
+def release_processes() -> None:
+    """Tear down this process's torch.distributed group, if one was joined (safe to call when none was).
+
+    Without it a torchrun process may exit while gloo's threads still run, which aborts it ("terminate called
+    without an active exception") after its outputs were written: the launch then fails for no reason.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -52,6 +52,14 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def release_processes() -> None:
+    """Leave torch.distributed if the command joined it (only then is torch imported at all)."""
+    if "torch" in sys.modules:
+        from mrg.distributed import release_processes as release
+
+        release()
+
+
 def _debug() -> bool:
     return os.environ.get("MRG_DEBUG", "") not in ("", "0")
 
@@ -60,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mrg`` console script; exits the process with the command's status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=args, prog_name="mrg", standalone_mode=False)
+        try:
+            result = app(args=args, prog_name="mrg", standalone_mode=False)
+        finally:
+            release_processes()
     except MrgError as err:
         if _debug():
             raise

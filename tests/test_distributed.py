@@ -1,0 +1,45 @@
+"""mrg.distributed: leaving a torch.distributed group when a command ends."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from mrg.cli import main
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torchrun process must not exit with gloo's threads alive (it aborts after writing its outputs)."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["methods"])
+        assert exited.value.code == 0
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_a_failing_command_leaves_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["generate", "--checkpoint", "/nonexistent/run"])
+        assert exited.value.code == 1
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

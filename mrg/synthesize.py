@@ -5,7 +5,8 @@ per line; any other file: one report per non-empty line) or a dataset split (``-
 study's report, with its ``study_id``). Image ``i`` (0-based, in prompt order) is sampled from its own generator
 seeded ``seed + i``, so its pixels do not depend on the batch size. Each image is ``OUT/<id>.png`` (8-bit
 grayscale) with ``OUT/<id>.json``: ``id``, ``prompt``, ``seed``, ``study_id`` (null unless the prompt came from a
-dataset study), ``checkpoint``, ``sampling`` and ``config`` (the tokenizer's grid and codebook, the method section).
+dataset study), ``model_prompt`` (the prompt cleaned as the checkpoint's training reports were: ``prompt_cleaning``),
+``checkpoint``, ``sampling`` and ``config`` (the tokenizer's grid and codebook, the prompt cleaning).
 """
 
 from __future__ import annotations
@@ -25,6 +26,29 @@ class Prompt:
     id: str
     report: str
     study_id: str | None = None
+
+
+def prompt_cleaning(step_dir: Path) -> str:
+    """How the checkpoint's training reports were cleaned (``meta.json``'s ``report_cleaning``; for an older
+    checkpoint, ``data.normalize`` resolved against its prepared dataset when that is still there).
+
+    A prompt is cleaned the same way before it is tokenized: the model never saw, e.g., the capitals and
+    punctuation of a raw report that its ``r2gen-iu``-cleaned training text lacked.
+    """
+    from mrg.checkpoint import load_checkpoint_config, load_meta
+    from mrg.data.prepared import load_prepared_dataset
+    from mrg.data.text import resolve_cleaning
+    from mrg.errors import MrgError
+
+    recorded = load_meta(step_dir).get("report_cleaning")
+    if recorded:
+        return str(recorded)
+    setting = load_checkpoint_config(step_dir).data.normalize
+    try:
+        dataset_mode = load_prepared_dataset(load_checkpoint_config(step_dir).data.root).normalize
+    except MrgError:
+        dataset_mode = None
+    return resolve_cleaning(setting, dataset_mode)
 
 
 def load_synthesis_model(checkpoint: str | Path) -> tuple[Any, Path]:
@@ -96,6 +120,7 @@ def synthesize(checkpoint: str | Path, prompts: list[Prompt], out_dir: str | Pat
     from PIL import Image
 
     from mrg.analysis.png import save_png
+    from mrg.data.text import normalize_report
     from mrg.files import write_json_atomic
     from mrg.model.mavilt_model import SamplingSettings
 
@@ -103,22 +128,24 @@ def synthesize(checkpoint: str | Path, prompts: list[Prompt], out_dir: str | Pat
         raise ConfigError("sampling needs --temperature >= 0, --top-k >= 0, 0 < --top-p <= 1 and --batch-size >= 1")
     settings = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
     model, step_dir = load_synthesis_model(checkpoint)
+    cleaning = prompt_cleaning(step_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vq = model.encoder.vq
     config = {"grid": [model.grid, model.grid], "codebook_size": model.num_codes, "image_size": vq.cfg.image_size,
-              "vq": str(model_vq_path(step_dir))}
+              "vq": str(model_vq_path(step_dir)), "prompt_cleaning": cleaning}
     rows = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         seeds = [seed + start + i for i in range(len(chunk))]
-        codes = model.sample_image_tokens([p.report for p in chunk], seeds, settings)  # (B, h, w)
+        cleaned = [normalize_report(p.report, cleaning) for p in chunk]
+        codes = model.sample_image_tokens(cleaned, seeds, settings)  # (B, h, w)
         images = vq.decode(codes.to(next(vq.parameters()).device))  # (B, 1, H, W) in [0, 1]
-        for p, s, image in zip(chunk, seeds, images, strict=True):
+        for p, text, s, image in zip(chunk, cleaned, seeds, images, strict=True):
             name = _safe_id(p.id)
             pixels = (image[0].float().cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
             save_png(Image.fromarray(pixels, mode="L"), out / f"{name}.png")
-            row = {"id": name, "prompt": p.report, "seed": s, "study_id": p.study_id, "checkpoint": str(step_dir),
+            row = {"id": name, "prompt": p.report, "model_prompt": text, "seed": s, "study_id": p.study_id, "checkpoint": str(step_dir),
                    "sampling": dataclasses.asdict(settings), "config": config}
             write_json_atomic(out / f"{name}.json", row)
             rows.append(row)

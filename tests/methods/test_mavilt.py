@@ -118,6 +118,11 @@ def test_synthesize_cli_writes_seeded_pngs_with_sidecars(run_cli, tmp_path: Path
     result = run_cli("synthesize", "--checkpoint", run / "pretrain", "--reports", reports, "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "report-001.json").read_text())["study_id"] is None
+    # a prompt is cleaned as the training reports were (recorded in the checkpoint), then tokenized
+    first_prompt = json.loads((tmp_path / "r" / "report-000.json").read_text())
+    meta = json.loads((run / "pretrain" / "step-000001" / "meta.json").read_text())
+    assert meta["report_cleaning"] == first_prompt["config"]["prompt_cleaning"] == "r2gen-iu"
+    assert first_prompt["prompt"] == "The heart is enlarged." and first_prompt["model_prompt"] == "the heart is enlarged ."
     result = run_cli("synthesize", "--checkpoint", run / "pretrain", "--text", "x", "--reports", reports,
                      "--out", tmp_path / "e")
     assert "exactly one of" in _one_error_line(result)

@@ -141,6 +141,11 @@ class Method:
         """Whether parameter ``name`` must never train (a guard against a wrong declaration); e.g. a frozen LLM."""
         return False
 
+    def never_trains_under(self, cfg: RunConfig) -> Callable[[str], bool]:
+        """The ``never_trains`` guard under ``cfg``: the same unless an option of the method lifts part of it
+        (e.g. ``mavilt``'s ``method.train_llm``)."""
+        return self.never_trains
+
     def kept_patterns(self, cfg: RunConfig, stage: Stage) -> list[str]:
         """Weights that belong to ``stage``'s trained state without training in it: those its ``starts_from``
         chain trained (as far as each stage ``carries`` them). Checkpoints of the stage hold them."""

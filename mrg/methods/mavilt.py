@@ -2,7 +2,8 @@
 
 mrg's reading of MAViLT (``docs/methods/mavilt.md``): a frozen ``mrg train-vq`` tokenizer (``method.vq``) turns
 each study's first view into h*w codes; the LLM's vocabulary is extended with ``<boi>``, ``<eoi>`` and the codes
-(``mrg.model.vocab.ExtendedVocabulary``: only the new rows train, plus LoRA adapters with ``method.lora``).
+(``mrg.model.vocab.ExtendedVocabulary``: only the new rows train, plus LoRA adapters with ``method.lora``, or
+the whole LLM with ``method.train_llm``).
 
 * ``pretrain``: image tokens -> report and report -> image tokens on image-report pairs, weighted by
   ``method.directions``.
@@ -40,11 +41,16 @@ class MAViLTOptions(MethodOptions):
     """Loss weight per direction."""
     preserve: Literal["lm", "kl", "none"] = "lm"
     """Language preservation in ``finetune``: ``lm`` text-only LM loss on reports, ``kl`` KL to the frozen LLM's
-    logits, ``none``. Both only act on LoRA adapters (``method.lora``); with the LLM frozen they are skipped."""
+    logits, ``none``. Both act only on weights inside the LLM (LoRA adapters with ``method.lora``, all of them with
+    ``method.train_llm``, where only ``lm`` applies); with the LLM frozen they are skipped."""
     preserve_weight: float = 0.1
     """Weight of the preservation term."""
     lora: bool = False
     """LoRA adapters on the LLM (``model.llm.lora_*``) train next to the new vocabulary rows."""
+    train_llm: bool = False
+    """Full fine-tuning: every weight of the LLM trains next to the new rows (checkpoints then hold the LLM).
+    With the LLM frozen or LoRA-adapted the report does not reach the image tokens on the synthetic set
+    (``docs/methods/mavilt.md``, "Measured: synthesis against the mean image"). Excludes ``method.lora``."""
     cfg_dropout: float = 0.1
     """Probability of a report-to-image row without its report (the unconditional model of classifier-free guidance)."""
 
@@ -61,6 +67,12 @@ class MAViLTOptions(MethodOptions):
             out.append("'method.preserve_weight' must be at least 0")
         if not 0.0 <= self.cfg_dropout < 1.0:
             out.append("'method.cfg_dropout' must be within [0, 1)")
+        if self.lora and self.train_llm:
+            out.append("'method.lora' and 'method.train_llm' are both true: LoRA adapts a frozen LLM, train_llm trains "
+                       "all of it; set one of them to false")
+        if self.train_llm and self.preserve == "kl":
+            out.append("'method.preserve' kl needs method.lora (its reference is the LLM with the adapters off); "
+                       "with method.train_llm use method.preserve=lm or none")
         return out
 
 
@@ -75,14 +87,16 @@ class MAViLT(ReportMethod):
                "both directions; stage finetune task mixture + language preservation")
     paper = "arXiv 2502.05926"
     options = MAViLTOptions
-    architecture_options = ("vq", "codebook_size", "lora")
+    architecture_options = ("vq", "codebook_size", "lora", "train_llm")
     stages = (
-        Stage("pretrain", "new vocabulary rows (<boi>, <eoi>, codes) train on both directions; the LLM is frozen",
-              trains=("vocab.new_*",),
+        Stage("pretrain", "new vocabulary rows (<boi>, <eoi>, codes) train on both directions; the LLM is frozen "
+              "(LoRA with method.lora, all of it with method.train_llm)",
+              trains=("vocab.new_*", "llm.*lora_*", "llm.*"),
               loss="weighted next-token CE: report after image tokens + image codes after the report",
               data="train split (image codes from method.vq + report); validation: report generation on val"),
-        Stage("finetune", "new vocabulary rows (+ LoRA with method.lora) on the data.tasks mixture, from pretrain",
-              trains=("vocab.new_*", "llm.*lora_*"), starts_from="pretrain",
+        Stage("finetune", "new vocabulary rows (+ LoRA with method.lora, + the LLM with method.train_llm) on the "
+              "data.tasks mixture, from pretrain",
+              trains=("vocab.new_*", "llm.*lora_*", "llm.*"), starts_from="pretrain",
               loss="the pretrain loss (and the vqa answers) + method.preserve_weight x the preservation term"),
     )
     config_defaults = {"data": {"max_views": 1}, "model": {"promptbook": {"mode": "none"}}}
@@ -94,10 +108,16 @@ class MAViLT(ReportMethod):
         return problems
 
     def trainable_patterns(self, cfg: RunConfig, stage: Stage) -> list[str]:
-        return ["vocab.new_*"] + (["llm.*lora_*"] if _options(cfg).lora else [])
+        o = _options(cfg)
+        return ["vocab.new_*"] + (["llm.*lora_*"] if o.lora else []) + (["llm.*"] if o.train_llm else [])
 
     def never_trains(self, name: str) -> bool:
         return llm_weight(name) or name.startswith("encoder.")
+
+    def never_trains_under(self, cfg: RunConfig):  # noqa: ANN201 - Callable[[str], bool]
+        if _options(cfg).train_llm:
+            return lambda name: name.startswith("encoder.")  # the tokenizer stays fixed
+        return self.never_trains
 
     demo_preset = "mavilt-demo"
 
@@ -214,7 +234,7 @@ def build_mavilt_model(cfg: RunConfig, *, preserve: bool) -> nn.Module:
         vocab = ExtendedVocabulary(causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings(),
                                    num_codes=vq.cfg.codebook_size, seed=cfg.train.seed)
     return MAViLTModel(
-        vocab=vocab, weights=o.directions, preserve=o.preserve if (preserve and o.lora) else "none",
+        vocab=vocab, weights=o.directions, preserve=o.preserve if (preserve and (o.lora or o.train_llm)) else "none",
         preserve_weight=o.preserve_weight, cfg_dropout=o.cfg_dropout, encoder=VQImageEncoder(vq),
         projector=Projector(dim, dim, kind="linear", layer_norm=False), promptbook=Promptbook("none", dim, num_tokens=0),
         llm=llm, tokenizer=tokenizer, max_report_tokens=m.max_report_tokens,

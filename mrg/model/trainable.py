@@ -81,7 +81,7 @@ def stage_model(method: Any, cfg: Any, stage: Any) -> nn.Module:
     model = method.build_model(cfg, stage)
     unused = getattr(model, "unused_parameter_names", None)
     apply_trainability(model, method.trainable_patterns(cfg, stage), kept=method.kept_patterns(cfg, stage),
-                       never=method.never_trains, exempt=unused() if callable(unused) else ())
+                       never=method.never_trains_under(cfg), exempt=unused() if callable(unused) else ())
     return model
 
 

@@ -74,6 +74,30 @@ def test_mavilt_trains_new_rows_only_generates_and_samples_deterministically(run
     assert guided.shape == (1, 8, 8)
 
 
+def test_train_llm_trains_the_whole_llm_and_its_checkpoint_loads(run_cli, tmp_path: Path, synthetic_data,  # noqa: F811
+                                                                  vq_run, model_cache) -> None:
+    run = tmp_path / "run"
+    result = run_cli("train", "--config", "mavilt-tiny", "--out", run, "--stage", "pretrain",
+                     *tiny_overrides(synthetic_data, f"method.vq={vq_run}", "method.train_llm=true", "train.max_steps=1"))
+    assert result.exit_code == 0, result.output
+    weights = trainable_weights(run / "pretrain" / "step-000001")
+    llm = {k for k in weights if k.startswith("llm.")}
+    assert {"vocab.new_embeddings", "vocab.new_head"} <= set(weights)
+    assert any("layers.0.self_attn.q_proj" in k for k in llm) and not any("lora_" in k for k in llm)
+    assert not any(k.startswith("encoder.") for k in weights)  # the tokenizer stays fixed
+
+    from mrg.synthesize import load_synthesis_model
+
+    model, _ = load_synthesis_model(run / "pretrain")  # strict load: the LLM's trained weights are part of the state
+    assert model.sample_image_tokens(["The heart is enlarged."], [0]).shape == (1, 8, 8)
+
+    for extra, words in (("method.lora=true", "method.train_llm"), ("method.preserve=kl", "preserve")):
+        line = _one_error_line(run_cli("train", "--config", "mavilt-tiny", "--out", tmp_path / "x",
+                                       *tiny_overrides(synthetic_data, f"method.vq={vq_run}", "method.train_llm=true",
+                                                       extra, "train.max_steps=1")))
+        assert words in line, line
+
+
 def test_report_to_image_labels_are_the_codes(synthetic_data, vq_run, model_cache) -> None:  # noqa: F811
     from mrg.config import load_config
     from mrg.methods import get_method

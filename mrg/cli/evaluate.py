@@ -221,6 +221,9 @@ def print_synthesis_evaluation(record: dict[str, Any], out_dir: Path | None = No
     console.print(f"real: the classifier's F1 on the real images (the ceiling of consistency) and their own MS-SSIM; "
                   f"lower MS-SSIM = more diverse; FID features: {record['encoder']['name']}; classifier "
                   f"{'trained' if cls['trained'] else 'reused'}: {cls['path']}", soft_wrap=True)
+    for name, c in record.get("paired", {}).items():
+        console.print(f"synthesized minus {name.replace('_', ' ')}, consistency F1: {c['delta']:+.4f} (95% CI "
+                      f"{c['ci_low']:+.4f} to {c['ci_high']:+.4f}, paired p = {c['p_value']:.3f})", soft_wrap=True)
     if out_dir is not None:
         from mrg.metrics.synthesis import synthesis_output_paths
 

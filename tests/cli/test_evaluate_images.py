@@ -34,7 +34,8 @@ def test_evaluate_images_prints_the_table_and_writes_metrics(run_cli, setup, tmp
     data, images = setup
     result = run_cli("evaluate", "--images", images, "--data", data, "-o", tmp_path / "out", *FAST)
     assert result.exit_code == 0, result.output
-    for text in ("Consistency F1", "FID", "MS-SSIM", "synthesized", "mean image", "nearest real", "trained"):
+    for text in ("Consistency F1", "FID", "MS-SSIM", "synthesized", "mean image", "nearest real", "trained",
+                 "synthesized minus mean image, consistency F1"):
         assert text in result.stdout
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["kind"] == "image-synthesis" and record["num_images"] == 12

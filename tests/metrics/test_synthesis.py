@@ -15,6 +15,7 @@ from mrg.errors import DataError, MetricError
 from mrg.metrics.registry import SYNTHESIS, metrics_for_task
 from mrg.metrics.synthesis import (
     ClassifierConfig,
+    consistency_statistic,
     evaluate_synthesis,
     fid,
     frechet_distance,
@@ -26,6 +27,7 @@ from mrg.metrics.synthesis import (
     ms_ssim_scales,
     nearest_by_labels,
     read_synthesized_folder,
+    render_synthesis_markdown,
     write_real_as_synthesized,
 )
 
@@ -181,6 +183,15 @@ def real_as_synth(synth_data: Path) -> Path:
     return out
 
 
+def test_consistency_statistic_pools_like_label_f1_and_resamples() -> None:
+    rng = np.random.default_rng(0)
+    ref, pred = rng.random((30, 14)) < 0.3, rng.random((30, 14)) < 0.3
+    statistic = consistency_statistic(pred, ref)
+    assert statistic.value() == pytest.approx(label_f1(pred, ref)["micro_f1"])
+    twice = np.array([[2.0] + [0.0] * 29])  # a resample holding only the first image, twice
+    assert statistic.values(twice)[0] == pytest.approx(label_f1(pred[:1], ref[:1])["micro_f1"])
+
+
 def test_real_test_images_beat_the_mean_image_baseline(synth_data: Path, real_as_synth: Path) -> None:
     """The acceptance check of the metric pipeline: real images with their own reports as prompts are consistent."""
     record = evaluate_synthesis(real_as_synth, synth_data, classifier=FAST)
@@ -195,6 +206,10 @@ def test_real_test_images_beat_the_mean_image_baseline(synth_data: Path, real_as
     assert cols["synthesized"]["ms_ssim"] < 0.95
     assert record["real"]["ms_ssim"] == pytest.approx(cols["synthesized"]["ms_ssim"])
     assert set(cols) == {"synthesized", "mean_image", "nearest_real"}
+    paired = record["paired"]["mean_image"]
+    assert paired["delta"] == pytest.approx(cols["synthesized"]["consistency_f1"] - cols["mean_image"]["consistency_f1"])
+    assert paired["ci_low"] > 0 and paired["p_value"] < 0.05  # 48 real images against one mean image
+    assert "Synthesized minus mean image, consistency F1" in render_synthesis_markdown(record)
 
 
 def test_prompts_without_study_id_are_labelled_and_the_classifier_is_reused(synth_data: Path, tmp_path: Path) -> None:

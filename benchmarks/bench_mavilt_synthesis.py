@@ -9,7 +9,10 @@ and nearest-real baselines). Prints the table and the timings.
         [--pretrain-steps 600] [--finetune-steps 100] [--image-weight 1.0] [--top-k 32] [--cfg-scale 1.0]
         [--temperature 1.0] [--set method.lora=true ...]
 
-``--pretrain-steps 200 --finetune-steps 50 --image-weight 0.5`` is the fast demo's own budget.
+``--pretrain-steps 200 --finetune-steps 50 --image-weight 0.5`` is the fast demo's own budget. The preset
+``mavilt-demo`` fine-tunes the whole (tiny) LLM (``method.train_llm: true``); ``--set method.train_llm=false`` trains
+the new vocabulary rows only, ``--set method.train_llm=false --set method.lora=true`` LoRA adapters instead. The
+printed table ends with the paired comparison against each baseline (delta, 95% CI, p).
 """
 
 from __future__ import annotations
@@ -77,9 +80,12 @@ def main() -> None:
           f"seed {args.seed}, overrides {args.overrides}; "
           f"{len(test)} test reports")
     print(render_synthesis_markdown(record))
-    beats = record["consistency_f1"] > record["columns"]["mean_image"]["consistency_f1"]
+    paired = record["paired"]["mean_image"]
+    verdict = ("beats it (paired p < 0.05)" if paired["delta"] > 0 and paired["p_value"] < 0.05
+               else "above it, not significantly" if paired["delta"] > 0 else "does not beat it")
     print(f"consistency F1 {record['consistency_f1']:.4f} vs mean image "
-          f"{record['columns']['mean_image']['consistency_f1']:.4f}: {'beats' if beats else 'does not beat'} it")
+          f"{record['columns']['mean_image']['consistency_f1']:.4f}: {verdict} (p = {paired['p_value']:.3f}; pool "
+          "several seeds with benchmarks/bench_synthesis_seeds.py)")
     for name, ceiling in ceilings.items():
         print(f"{name}: consistency F1 {ceiling['consistency_f1']:.4f}, macro {ceiling['consistency_macro_f1']:.4f}, "
               f"FID {ceiling['fid']:.2f}, MS-SSIM {ceiling['ms_ssim']:.4f}")

@@ -43,12 +43,12 @@ def prompt_cleaning(step_dir: Path) -> str:
     recorded = load_meta(step_dir).get("report_cleaning")
     if recorded:
         return str(recorded)
-    setting = load_checkpoint_config(step_dir).data.normalize
+    data = load_checkpoint_config(step_dir).data
     try:
-        dataset_mode = load_prepared_dataset(load_checkpoint_config(step_dir).data.root).normalize
+        dataset_mode = load_prepared_dataset(data.root).normalize
     except MrgError:
         dataset_mode = None
-    return resolve_cleaning(setting, dataset_mode)
+    return resolve_cleaning(data.normalize, dataset_mode)
 
 
 def load_synthesis_model(checkpoint: str | Path) -> tuple[Any, Path]:

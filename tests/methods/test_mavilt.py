@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,12 @@ def test_synthesize_cli_writes_seeded_pngs_with_sidecars(run_cli, tmp_path: Path
     meta = json.loads((run / "pretrain" / "step-000001" / "meta.json").read_text())
     assert meta["report_cleaning"] == first_prompt["config"]["prompt_cleaning"] == "r2gen-iu"
     assert first_prompt["prompt"] == "The heart is enlarged." and first_prompt["model_prompt"] == "the heart is enlarged ."
+    from mrg.synthesize import prompt_cleaning
+
+    older = tmp_path / "older"  # a checkpoint from before meta.json recorded it: data.normalize, resolved
+    shutil.copytree(run / "pretrain" / "step-000001", older)
+    (older / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "report_cleaning"}))
+    assert prompt_cleaning(older) == "r2gen-iu"
     result = run_cli("synthesize", "--checkpoint", run / "pretrain", "--text", "x", "--reports", reports,
                      "--out", tmp_path / "e")
     assert "exactly one of" in _one_error_line(result)

@@ -255,3 +255,23 @@ def release_processes() -> None:
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def end_worker_process(code: int) -> None:
+    """Leave torch.distributed, then, in a process of a multi-process launch (``WORLD_SIZE`` > 1), flush the
+    standard streams and end the process with ``code`` at once (``os._exit``); return otherwise.
+
+    A torchrun worker could abort in the C++ teardown at interpreter exit ("terminate called without an active
+    exception") after writing everything, failing the launch; skipping that teardown avoids it. Call it only
+    when every output is written and every tracker finished.
+    """
+    import sys
+
+    release_processes()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

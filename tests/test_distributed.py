@@ -43,3 +43,22 @@ def test_a_failing_command_leaves_it_too(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def test_a_worker_of_a_multi_process_launch_ends_at_once_with_its_output_flushed() -> None:
+    """WORLD_SIZE > 1: the streams are flushed and the process ends with the code, skipping interpreter teardown."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import atexit, sys\n"
+              "from mrg.distributed import end_worker_process\n"
+              "atexit.register(lambda: print('teardown ran'))\n"
+              "print('written', end='')\n"
+              "sys.stderr.write('to stderr')\n"
+              "end_worker_process(3)\n"
+              "print('not reached')\n")
+    for world, code, out in (("2", 3, "written"), ("1", 0, "writtennot reached\nteardown ran\n")):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "WORLD_SIZE": world}, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (code, out, "to stderr")

@@ -152,10 +152,12 @@ def _main(argv: list[str]) -> None:
 
     The multi-process test launches this, because ``mrg train`` would score with ``mrg.evaluate``'s scorer.
     """
+    from mrg.distributed import end_worker_process
     from mrg.recipes.train import train
 
     run_dir, *overrides = argv
     train(load_config("tiny", overrides), run_dir, scorer=overlap_scorer)
+    end_worker_process(0)  # as mrg's CLI ends a torchrun worker
 
 
 if __name__ == "__main__":

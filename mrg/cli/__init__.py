@@ -52,12 +52,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def release_processes() -> None:
-    """Leave torch.distributed if the command joined it (only then is torch imported at all)."""
-    if "torch" in sys.modules:
-        from mrg.distributed import release_processes as release
+def _exit(code: int) -> None:
+    """Exit with ``code``; a process of a multi-process launch leaves its process group and ends at once.
 
-        release()
+    A torchrun worker could abort after its outputs were written, in the C++ teardown at interpreter exit
+    ("terminate called without an active exception", seen on CI for 2-process generate and train), which fails
+    the whole launch. Everything is written and flushed by now, so such a process skips that teardown
+    (``os._exit``) after leaving torch.distributed. A single process exits normally.
+    """
+    if "torch" in sys.modules:
+        from mrg.distributed import end_worker_process
+
+        end_worker_process(code)
+    sys.exit(code)
 
 
 def _debug() -> bool:
@@ -68,24 +75,21 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mrg`` console script; exits the process with the command's status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        try:
-            result = app(args=args, prog_name="mrg", standalone_mode=False)
-        finally:
-            release_processes()
+        result = app(args=args, prog_name="mrg", standalone_mode=False)
     except MrgError as err:
         if _debug():
             raise
         print_error(str(err))
-        sys.exit(1)
+        _exit(1)
     except NoArgsIsHelpError:
-        sys.exit(0)  # a group called without a subcommand; typer has already printed its help
+        _exit(0)  # a group called without a subcommand; typer has already printed its help
     except UsageError as err:
         if _debug():
             raise
         command = err.ctx.command_path if err.ctx is not None else "mrg"
         print_error(f"{err.format_message()} (see '{command} --help')")
-        sys.exit(1)
+        _exit(1)
     except (typer.Abort, KeyboardInterrupt):
         print_error("interrupted; finished outputs are kept, unfinished ones were not written")
-        sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)
+        _exit(130)
+    _exit(result if isinstance(result, int) else 0)

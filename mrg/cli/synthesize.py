@@ -27,10 +27,13 @@ def synthesize_cmd(
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus mass (1: all).")] = 1.0,
     cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale (1: off).")] = 1.0,
 ) -> None:
-    """Sample image tokens after each report, decode them with the run's VQ tokenizer, write PNG + JSON sidecar."""
+    """Sample image tokens after each report, decode them with the run's VQ tokenizer, write PNG + JSON sidecar.
+
+    Each report is first cleaned as the run's training reports were (the sidecar keeps both texts)."""
     from mrg.synthesize import read_prompts, synthesize
 
     prompts = read_prompts(text, reports, data, split, limit)
     rows = synthesize(checkpoint, prompts, out, seed=seed, batch_size=batch_size, temperature=temperature,
                       top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
-    console.print(f"{len(rows)} images -> {out}")
+    cleaning = rows[0]["config"]["prompt_cleaning"] if rows else "none"
+    console.print(f"{len(rows)} images -> {out} (prompts cleaned: {cleaning})")

@@ -13,6 +13,7 @@ the whole LLM with ``method.train_llm``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -114,7 +115,7 @@ class MAViLT(ReportMethod):
     def never_trains(self, name: str) -> bool:
         return llm_weight(name) or name.startswith("encoder.")
 
-    def never_trains_under(self, cfg: RunConfig):  # noqa: ANN201 - Callable[[str], bool]
+    def never_trains_under(self, cfg: RunConfig) -> Callable[[str], bool]:
         if _options(cfg).train_llm:
             return lambda name: name.startswith("encoder.")  # the tokenizer stays fixed
         return self.never_trains

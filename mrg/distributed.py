@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -248,11 +249,7 @@ def full_trainable_state(accelerator: Accelerator, model: torch.nn.Module) -> di
 
 
 def release_processes() -> None:
-    """Tear down this process's torch.distributed group, if one was joined (safe to call when none was).
-
-    Without it a torchrun process may exit while gloo's threads still run, which aborts it ("terminate called
-    without an active exception") after its outputs were written: the launch then fails for no reason.
-    """
+    """Tear down this process's torch.distributed group, if one was joined (safe to call when none was)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -265,8 +262,6 @@ def end_worker_process(code: int) -> None:
     exception") after writing everything, failing the launch; skipping that teardown avoids it. Call it only
     when every output is written and every tracker finished.
     """
-    import sys
-
     release_processes()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         for stream in (sys.stdout, sys.stderr):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,33 +17,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_command_leaves_the_process_group_it_ran_in(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def process_group(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process joined to a gloo group of one (left again afterwards, whatever the test did)."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(process_group: None) -> None:
     """A torchrun process must not exit with gloo's threads alive (it aborts after writing its outputs)."""
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
-    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main(["methods"])
-        assert exited.value.code == 0
-        assert not torch.distributed.is_initialized()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    with pytest.raises(SystemExit) as exited:
+        main(["methods"])
+    assert exited.value.code == 0
+    assert not torch.distributed.is_initialized()
 
 
-def test_a_failing_command_leaves_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
-    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main(["generate", "--checkpoint", "/nonexistent/run"])
-        assert exited.value.code == 1
-        assert not torch.distributed.is_initialized()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+def test_a_failing_command_leaves_it_too(process_group: None) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--checkpoint", "/nonexistent/run"])
+    assert exited.value.code == 1
+    assert not torch.distributed.is_initialized()
 
 
 def test_a_worker_of_a_multi_process_launch_ends_at_once_with_its_output_flushed() -> None:

@@ -35,5 +35,4 @@ def synthesize_cmd(
     prompts = read_prompts(text, reports, data, split, limit)
     rows = synthesize(checkpoint, prompts, out, seed=seed, batch_size=batch_size, temperature=temperature,
                       top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
-    cleaning = rows[0]["config"]["prompt_cleaning"] if rows else "none"
-    console.print(f"{len(rows)} images -> {out} (prompts cleaned: {cleaning})")
+    console.print(f"{len(rows)} images -> {out} (prompts cleaned: {rows[0]['config']['prompt_cleaning']})")

@@ -359,6 +359,11 @@ class TaskMixture(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def normalize(self) -> str | None:
+        """The cleaning mode of the report task's targets (None without a report task), as ``ReportDataset``'s."""
+        return getattr(self.datasets.get("report"), "normalize", None)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         task, item = self.index[index]
         return self.datasets[task][item]

@@ -56,6 +56,7 @@ from mrg.data.prepared import PreparedDataset, Study, load_prepared_dataset
 from mrg.errors import ConfigError, DataError, MetricError
 from mrg.files import read_json, sha256_file, write_json_atomic
 from mrg.metrics.image import ssim_maps
+from mrg.metrics.stats import ItemStatistic, paired_test
 
 KIND = "image-synthesis"
 """``metrics.json``'s ``kind`` for a synthesized-image evaluation."""
@@ -507,11 +508,9 @@ def _column_scores(model: ConsistencyClassifier, images: torch.Tensor, targets: 
             else float("nan")}, pred
 
 
-def consistency_statistic(pred: np.ndarray, ref: np.ndarray) -> Any:
+def consistency_statistic(pred: np.ndarray, ref: np.ndarray) -> ItemStatistic:
     """Micro consistency F1 as an ``mrg.metrics.stats.ItemStatistic``: per image (tp, fp, fn) summed over the
     classes, pooled -> 2 tp / (2 tp + fp + fn) (what :func:`label_f1` gives on the whole set)."""
-    from mrg.metrics.stats import ItemStatistic
-
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     stats = np.stack([(pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1)], 1).astype(np.float64)
 
@@ -638,8 +637,6 @@ def evaluate_synthesis(
 
 def _paired_against_baselines(preds: dict[str, np.ndarray], targets: np.ndarray, seed: int) -> dict[str, Any]:
     """Synthesized minus each baseline on micro consistency F1, paired over the prompts (``stats.paired_test``)."""
-    from mrg.metrics.stats import paired_test
-
     synthesized = consistency_statistic(preds["synthesized"], targets)
     return {name: paired_test([synthesized], [consistency_statistic(preds[name], targets)], seed=seed)
             ["consistency_f1"].as_dict() for name in ("mean_image", "nearest_real")}

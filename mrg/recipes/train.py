@@ -363,7 +363,8 @@ class StageRecipe:
             record={"method": self.method.name, "stage": self.stage.name, "steps_per_epoch": self.steps_per_epoch,
                     "micro_batch_size": t.micro_batch_size, "grad_accum_steps": t.grad_accum_steps, "seed": t.seed,
                     "llm": cfg.model.llm.name_or_path,
-                    "report_cleaning": report_cleaning(self.datasets["train"])})
+                    # so a prompt written later (mrg synthesize) is cleaned as the training reports were
+                    "report_cleaning": getattr(self.datasets["train"], "normalize", None)})
         hooks = Hooks(validate=validate or _no_validation, save=checkpointer,
                       non_finite=lambda loss, norm, step, epoch: non_finite_error(loss, norm, step, epoch, self.folder, cfg),
                       log=lambda values, step: acc.log(values, step=step))
@@ -573,14 +574,3 @@ def print_summary(recipe: StageRecipe) -> None:
 
 
 __all__ = ["RunResult", "StageRecipe", "StageResult", "TrainRecipe", "TRAIN_SPLITS", "train"]
-
-
-def report_cleaning(dataset: Any) -> str | None:
-    """The cleaning mode of the reports a stage trains on (a task mixture's report task), if it has reports.
-
-    Recorded in each checkpoint's ``meta.json`` so a prompt written later (``mrg synthesize``) is cleaned the same way.
-    """
-    mode = getattr(dataset, "normalize", None)
-    if mode is None:
-        mode = getattr(getattr(dataset, "datasets", {}).get("report"), "normalize", None)
-    return mode

@@ -194,3 +194,10 @@ def test_normalize_answer_and_task_mixture_weights() -> None:
     assert tasks.count("report") == 5 and tasks.count("vqa") == 8
     assert sorted(mixture[i] for i in range(len(mixture)) if mixture.index[i][0] == "vqa") == [100, 100, 101, 101, 102,
                                                                                                102, 103, 103]
+    assert mixture.normalize is None  # its report task (a list here) has no cleaning mode
+
+    class Reports(list):
+        normalize = "r2gen-iu"
+
+    assert TaskMixture({"report": Reports(range(4)), "vqa": [1]}, {"report": 1.0, "vqa": 1.0}).normalize == "r2gen-iu"
+    assert TaskMixture({"vqa": [1]}, {"vqa": 1.0}).normalize is None
